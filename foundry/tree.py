@@ -16,7 +16,7 @@ import torch.utils._pytree as _pytree
 Tree = Any
 
 
-def map(fn: Callable[..., Any], tree: Tree, *rest: Tree) -> Tree:  # noqa: A001 - mirrors jax.tree.map
+def map(fn: Callable[..., Any], tree: Tree, *rest: Tree) -> Tree:
     """Apply `fn` to the leaves of `tree` (and the matching leaves of `rest`), keeping the structure."""
     return _pytree.tree_map(fn, tree, *rest)
 

@@ -49,3 +49,78 @@ class EMAConfig:
     decay: float = 0.999
     # If True, the decay warms up as min(decay, (1 + step) / (10 + step)), so early EMA tracks the params.
     warmup: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training budget, batch geometry and step options shared by every stage.
+
+    The budget is a sample count split into `num_checkpoints` windows; each window ends with validation and
+    a checkpoint. Global batch = micro-batch x accumulation steps (x world size, when distributed)."""
+
+    total_train_samples: int = 4096
+    num_checkpoints: int = 4
+    global_batch_size: int = 32
+    micro_batch_size: int | None = None  # None: no gradient accumulation
+    optimizer: AdamWConfig = AdamWConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    ema: EMAConfig = EMAConfig()
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast compute, fp32 master weights
+    grad_backend: Literal["func", "autograd"] = "func"
+    remat: bool = False  # activation checkpointing per block (needs grad_backend="autograd")
+    compile: bool = True  # torch.compile(step, fullgraph=True); off for debugging
+    nonfinite: Literal["skip", "stop"] = "stop"  # a non-finite loss/grad: skip the step and count, or stop
+    seed: int = 0
+    log_every: int = 10
+    keep_checkpoints: int | None = 2  # None keeps every window's checkpoint
+
+    @property
+    def accum_steps(self) -> int:
+        micro = self.micro_batch_size or self.global_batch_size
+        if micro <= 0 or self.global_batch_size % micro:
+            raise ValueError(
+                f"train.global_batch_size ({self.global_batch_size}) must be a positive multiple of "
+                f"train.micro_batch_size ({micro})"
+            )
+        return self.global_batch_size // micro
+
+    @property
+    def samples_per_window(self) -> int:
+        unit = self.num_checkpoints * self.global_batch_size
+        if self.num_checkpoints <= 0 or self.total_train_samples <= 0 or self.total_train_samples % unit:
+            nearest = max(unit, round(self.total_train_samples / unit) * unit)
+            raise ValueError(
+                f"train.total_train_samples ({self.total_train_samples}) must be a positive multiple of "
+                f"num_checkpoints x global_batch_size = {unit}; e.g. {nearest}"
+            )
+        return self.total_train_samples // self.num_checkpoints
+
+    @property
+    def steps_per_window(self) -> int:
+        return self.samples_per_window // self.global_batch_size
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_window * self.num_checkpoints
+
+    def check(self) -> None:
+        """Raise a clear error on inconsistent fields (called before training starts)."""
+        _ = self.accum_steps, self.samples_per_window
+        if self.remat and self.grad_backend != "autograd":
+            raise ValueError("train.remat needs train.grad_backend='autograd' (torch.func has no saved-tensor hooks)")
+        if self.schedule.warmup_steps > self.total_steps:
+            raise ValueError(
+                f"train.schedule.warmup_steps ({self.schedule.warmup_steps}) exceeds the run's {self.total_steps} steps"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Where a run lives and how it reports; shared by every experiment."""
+
+    run_dir: str = "runs/default"
+    tracker: Literal["aim", "none"] = "aim"
+    aim_repo: str | None = None  # default: <run_dir>/aim
+    device: str = "cpu"
+    peak_tflops: float | None = None  # MFU denominator; None measures the matmul peak at start
+    print_config: bool = False  # print the resolved config and exit without training

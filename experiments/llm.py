@@ -1,0 +1,213 @@
+"""LLM stage: train a decoder-only language model on text shards.
+
+Usage:
+    python -m foundry.data.make_text --out data/shakespeare      # once: Shakespeare shards (train + val)
+    python experiments/llm.py llm-debug                            # seconds
+    python experiments/llm.py llm-shakespeare                      # ~10 min on 2 CPU cores
+    python experiments/llm.py llm-shakespeare --train.total-train-samples 8192 --run.run-dir runs/x
+    python experiments/llm.py llm-debug --run.print-config         # show the resolved config, no training
+
+Running the same command again resumes the run directory from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import torch
+import tyro
+
+from foundry import rng, tree
+from foundry.data import plan as data_plan
+from foundry.data.config import DataConfig, TextConfig
+from foundry.data.loader import iterate_batches
+from foundry.data.shards import index_dataset
+from foundry.data.text import text_functions, texts_from_manifests
+from foundry.data.tokenizer import load_tokenizer, save_tokenizer, special_ids, train_tokenizer
+from foundry.infer.generate import Sampling, generate
+from foundry.models import llm
+from foundry.train import checkpoint, loop, runs
+from foundry.train.config import AdamWConfig, RunConfig, ScheduleConfig, TrainConfig
+from foundry.train.mfu import compute_dtype
+from foundry.train.optim import AdamW
+from foundry.train.step import init_state
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+    path: str | None = None  # an existing tokenizer.json; None trains one on the training text
+    vocab_size: int = 4096
+    train_bytes: int = 8_000_000  # text read to train it
+
+
+@dataclasses.dataclass(frozen=True)
+class InitConfig:
+    from_run: str | None = None  # start from another run's weights (run or checkpoint dir) and tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMExperiment:
+    model: llm.Config = llm.PRESETS["11m"]
+    data: DataConfig = DataConfig()
+    text: TextConfig = TextConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    init: InitConfig = InitConfig()
+    train: TrainConfig = TrainConfig()
+    run: RunConfig = RunConfig(run_dir="runs/llm")
+    sample_prompt: str = "ROMEO:"  # a sample generation is logged after every window
+
+
+SHAKESPEARE = DataConfig(
+    manifests=("data/shakespeare/train/manifest.jsonl",),
+    val_manifests=("data/shakespeare/val/manifest.jsonl",),
+    val_samples=128,
+    num_workers=1,
+)
+
+PRESETS = {
+    "llm-debug": (
+        "A few hundred thousand parameters, 32 steps, eager: a smoke test in seconds.",
+        LLMExperiment(
+            model=llm.PRESETS["debug"],
+            data=dataclasses.replace(SHAKESPEARE, val_samples=32, num_workers=0),
+            text=TextConfig(seq_len=64),
+            tokenizer=TokenizerConfig(vocab_size=512, train_bytes=1_000_000),
+            train=TrainConfig(
+                total_train_samples=256,
+                num_checkpoints=2,
+                global_batch_size=8,
+                schedule=ScheduleConfig(peak_lr=3e-3, warmup_steps=4),
+                compile=False,
+                log_every=4,
+            ),
+            run=RunConfig(run_dir="runs/llm-debug"),
+        ),
+    ),
+    "llm-shakespeare": (
+        "The 11m shape on the Shakespeare shards with the project's own 4096-token BPE, bf16, ~10 min here.",
+        LLMExperiment(
+            model=llm.PRESETS["11m"],
+            data=SHAKESPEARE,
+            text=TextConfig(seq_len=256),
+            train=TrainConfig(
+                total_train_samples=32 * 1600,
+                num_checkpoints=4,
+                global_batch_size=32,
+                precision="bf16",
+                schedule=ScheduleConfig(peak_lr=2e-3, warmup_steps=100, floor_fraction=0.1),
+                optimizer=AdamWConfig(weight_decay=0.1),
+                log_every=20,
+            ),
+            run=RunConfig(run_dir="runs/llm-shakespeare"),
+        ),
+    ),
+}
+
+
+def check_datasets(data: DataConfig) -> None:
+    """A missing dataset is a clear error that says how to make it."""
+    for path in (*data.manifests, *data.val_manifests):
+        if not Path(path).exists():
+            raise FileNotFoundError(
+                f"dataset manifest {path} does not exist; make the Shakespeare shards with "
+                "`python -m foundry.data.make_text --out data/shakespeare` (or `make data`), "
+                "or point --data.manifests / --data.val-manifests at your own"
+            )
+
+
+def resolve_tokenizer(cfg: LLMExperiment, run_dir: Path):
+    """The run's tokenizer: the one saved in the run dir (resume), a given file, the init run's, or a new
+    BPE trained on the training text. Saved as <run_dir>/tokenizer.json."""
+    saved = run_dir / "tokenizer.json"
+    if saved.exists():
+        return load_tokenizer(saved)
+    if cfg.tokenizer.path:
+        tok = load_tokenizer(cfg.tokenizer.path)
+    elif cfg.init.from_run:
+        ckpt = checkpoint.latest(cfg.init.from_run) or Path(cfg.init.from_run)
+        tok = load_tokenizer(ckpt / "tokenizer.json")
+    else:
+        texts = texts_from_manifests(cfg.data.manifests, max_bytes=cfg.tokenizer.train_bytes)
+        tok = train_tokenizer(texts, vocab_size=cfg.tokenizer.vocab_size)
+    save_tokenizer(tok, saved)
+    return tok
+
+
+def train(cfg: LLMExperiment) -> loop.Result:
+    """Run (or resume) the LLM stage described by `cfg`; returns the loop's result."""
+    check_datasets(cfg.data)
+    run_dir = Path(cfg.run.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tok = resolve_tokenizer(cfg, run_dir)
+    if cfg.model.vocab_size == 0:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.get_vocab_size()))
+    mcfg, tcfg, device = cfg.model, cfg.train, cfg.run.device
+    tracker = runs.start(cfg.run, experiment="llm", config=runs.to_dict(cfg), tags=("llm",))
+
+    init_key, train_key = rng.split(rng.key(tcfg.seed))
+    params = llm.init(init_key, mcfg)
+    if cfg.init.from_run:
+        loaded = checkpoint.load_params(cfg.init.from_run)
+        checkpoint.check_compatible(params, loaded, what="params", source=cfg.init.from_run)
+        params = loaded
+    params = tree.map(lambda x: x.to(device), params)
+    optimizer = AdamW(tcfg.optimizer, params)
+    state = init_state(params, optimizer, train_key, use_ema=tcfg.ema.enabled)
+
+    decode, collate = text_functions(cfg.text, tok, batch_size=tcfg.global_batch_size, vocab_size=mcfg.vocab_size)
+    per_batch = cfg.text.samples_per_batch(tcfg.global_batch_size)
+    indexes = [index_dataset(m) for m in cfg.data.manifests]
+
+    def batches(window: int, start: int):
+        plan = data_plan.window_plan(
+            indexes, cfg.data.mix_weights, seed=tcfg.seed, window=window,
+            samples_per_window=tcfg.steps_per_window * per_batch,
+        )  # fmt: skip
+        return iterate_batches(
+            plan, batch_size=per_batch, decode=decode, collate=collate, start_batch=start,
+            num_workers=cfg.data.num_workers, seed=tcfg.seed, on_bad_sample=cfg.data.on_bad_sample,
+        )  # fmt: skip
+
+    loss_fn = lambda p, b, *, key: llm.loss(p, mcfg, b, key=key, remat=tcfg.remat)  # noqa: E731
+    val_plans = [data_plan.sequential_plan(index_dataset(m), num_samples=cfg.data.val_samples) for m in cfg.data.val_manifests]
+    ids = special_ids(tok)
+
+    def evaluate(state: dict) -> dict[str, float]:
+        metrics = {}
+        for name, params in [("", state["params"]), ("ema_", state.get("ema"))]:
+            if params is None or not val_plans:
+                continue
+            val_batches = (b for p in val_plans for b in iterate_batches(
+                p, batch_size=per_batch, decode=decode, collate=collate, seed=tcfg.seed))  # fmt: skip
+            loss = runs.mean_loss(loss_fn, params, val_batches, device=device)
+            metrics[f"{name}loss"], metrics[f"{name}perplexity"] = loss, math.exp(min(loss, 50.0))
+        prompt = torch.tensor([[ids["<bos>"], *tok.encode(cfg.sample_prompt).ids]], device=device)
+        out = generate(state["params"], mcfg, prompt, max_new_tokens=48, sampling=Sampling(temperature=0.8, top_k=40),
+                       key=rng.fold_in(train_key, int(state["step"])), stop_tokens=(ids["<eos>"],))  # fmt: skip
+        tracker.log_text("sample", cfg.sample_prompt + tok.decode(out.tokens[0].tolist()), step=int(state["step"]))
+        return metrics
+
+    try:
+        return loop.run(
+            tcfg, run_dir=run_dir, state=state, optimizer=optimizer, loss_fn=loss_fn, batches=batches,
+            evaluate=evaluate, tracker=tracker, config=runs.to_dict(cfg), assets={"tokenizer.json": run_dir / "tokenizer.json"},
+            flops_per_sample=llm.flops_per_token(mcfg, cfg.text.seq_len) * cfg.text.seq_len,
+            peak_flops=runs.peak_flops(cfg.run, compute_dtype(tcfg.precision)), desc="llm", device=device,
+        )  # fmt: skip
+    finally:
+        tracker.close()
+
+
+def main(cfg: LLMExperiment) -> None:
+    if cfg.run.print_config:
+        print(json.dumps(runs.to_dict(cfg), indent=2))
+        return
+    result = train(cfg)
+    print(json.dumps({k: round(v, 4) for k, v in result.metrics.items() if k.startswith("val_")}))
+
+
+if __name__ == "__main__":
+    main(tyro.extras.overridable_config_cli(PRESETS))

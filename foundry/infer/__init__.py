@@ -1,0 +1,1 @@
+"""Inference: token generation (this package), policy action prediction and serving (VLA stage)."""

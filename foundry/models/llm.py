@@ -1,0 +1,258 @@
+"""Decoder-only transformer: pre-norm blocks, RoPE, SwiGLU, RMSNorm (or LayerNorm), optional qk-norm,
+grouped-query attention, tied or untied output head.
+
+Params::
+
+    {"embed": {"w": (V, D)},
+     "blocks": [{"attn_norm", "attn": {"wq", "wk", "wv", "wo", "q_norm"?, "k_norm"?}, "mlp_norm",
+                 "mlp": {"gate", "up", "down"}}, ...],
+     "final_norm": {...}, "head"?: {"w": (V, D)}}          # "head" only when untied
+
+Usage::
+
+    cfg = llm.preset("debug", vocab_size=512)
+    params = llm.init(rng.key(0), cfg)
+    out = llm.apply(params, cfg, tokens)                    # out["logits"]: (B, T, V)
+    loss, aux = llm.loss(params, cfg, {"tokens": tokens, "mask": mask})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+
+from foundry import rng
+from foundry.nn import attention, embedding, linear, masks, mlp, norm, rope
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sizes of the decoder. `vocab_size=0` means "take it from the tokenizer" (resolved by the experiment)."""
+
+    d_model: int = 96
+    n_layers: int = 8
+    n_heads: int = 4
+    n_kv_heads: int | None = None  # None: = n_heads (multi-head attention)
+    head_dim_override: int | None = None  # None: d_model // n_heads
+    mlp_hidden_override: int | None = None  # None: 8/3 d_model rounded up to a multiple of 32
+    vocab_size: int = 0
+    norm: Literal["rms", "layer"] = "rms"
+    norm_eps: float = 1e-5
+    qk_norm: bool = False
+    tie_embeddings: bool = False
+    rope_theta: float = 10000.0
+    max_seq_len: int = 2048  # the longest sequence generation will cache
+    init_std: float = 0.02
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.head_dim_override or self.d_model // self.n_heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        if self.mlp_hidden_override:
+            return self.mlp_hidden_override
+        return 32 * math.ceil(8 * self.d_model / 3 / 32)
+
+
+# Size presets named like the reference system's. Vocabulary comes from the tokenizer.
+PRESETS: dict[str, Config] = {
+    "debug": Config(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, qk_norm=True),
+    "11m": Config(d_model=96, n_layers=8, n_heads=4),
+    "100m": Config(d_model=512, n_layers=12, n_heads=8),
+    "410m": Config(d_model=1024, n_layers=24, n_heads=16),
+    "1b": Config(d_model=2048, n_layers=24, n_heads=16),
+}
+
+
+def preset(name: str, **overrides) -> Config:
+    """A size preset by name, with field overrides (e.g. `vocab_size=4096`)."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown LLM preset {name!r}; choose one of {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def _check(cfg: Config) -> None:
+    if cfg.vocab_size <= 0:
+        raise ValueError("llm.Config.vocab_size is unset (0): set it or let the experiment take it from the tokenizer")
+    if cfg.n_heads % cfg.kv_heads:
+        raise ValueError(f"llm.Config: n_heads ({cfg.n_heads}) must be a multiple of n_kv_heads ({cfg.kv_heads})")
+
+
+def init(key: torch.Tensor, cfg: Config) -> dict:
+    """fp32 params. Residual output projections get std / sqrt(2 n_layers) (GPT-2)."""
+    _check(cfg)
+    k_embed, k_head, *k_blocks = rng.split(key, 2 + cfg.n_layers)
+    out_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
+    blocks = []
+    for kb in k_blocks:
+        ka, km = rng.split(kb, 2)
+        blocks.append(
+            {
+                "attn_norm": norm.init(cfg.norm, cfg.d_model),
+                "attn": attention.init(
+                    ka,
+                    cfg.d_model,
+                    n_heads=cfg.n_heads,
+                    n_kv_heads=cfg.kv_heads,
+                    head_dim=cfg.head_dim,
+                    qk_norm=cfg.qk_norm,
+                    std=cfg.init_std,
+                    out_std=out_std,
+                ),
+                "mlp_norm": norm.init(cfg.norm, cfg.d_model),
+                "mlp": mlp.swiglu_init(km, cfg.d_model, cfg.mlp_hidden, std=cfg.init_std, out_std=out_std),
+            }
+        )
+    params = {
+        "embed": embedding.init(k_embed, cfg.vocab_size, cfg.d_model, std=cfg.init_std),
+        "blocks": blocks,
+        "final_norm": norm.init(cfg.norm, cfg.d_model),
+    }
+    if not cfg.tie_embeddings:
+        params["head"] = linear.init(k_head, cfg.d_model, cfg.vocab_size, std=cfg.init_std)
+    return params
+
+
+def init_shapes(cfg: Config) -> dict:
+    """The params tree as meta tensors (shapes and dtypes, no memory): for counting and planning."""
+    with torch.device("meta"):
+        return init(rng.key(0, device="meta"), cfg)
+
+
+def embed(params: dict, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, T) int -> (B, T, D) input embeddings (the VLM replaces some of these with image embeddings)."""
+    return embedding.apply(params["embed"], tokens)
+
+
+def logits(params: dict, cfg: Config, x: torch.Tensor) -> torch.Tensor:
+    """Final norm + output head: (B, T, D) -> (B, T, V)."""
+    x = norm.apply(params["final_norm"], x, eps=cfg.norm_eps)
+    return embedding.attend(params["embed"], x) if cfg.tie_embeddings else linear.apply(params["head"], x)
+
+
+def _block(p: dict, cfg: Config, x, cos, sin, mask, causal, cache, cache_index):
+    h, new_cache = attention.apply(
+        p["attn"],
+        norm.apply(p["attn_norm"], x, eps=cfg.norm_eps),
+        n_heads=cfg.n_heads,
+        n_kv_heads=cfg.kv_heads,
+        cos=cos,
+        sin=sin,
+        mask=mask,
+        causal=causal,
+        norm_eps=cfg.norm_eps,
+        cache=cache,
+        cache_index=cache_index,
+    )
+    x = x + h
+    x = x + mlp.swiglu_apply(p["mlp"], norm.apply(p["mlp_norm"], x, eps=cfg.norm_eps))
+    return x, new_cache
+
+
+def forward(
+    params: dict,
+    cfg: Config,
+    x: torch.Tensor,  # (B, T, D) input embeddings
+    *,
+    positions: torch.Tensor | None = None,  # (T,) or (B, T) absolute positions; default arange(T)
+    key_valid: torch.Tensor | None = None,  # (B, S) bool: False on padding keys
+    prefix_len: torch.Tensor | None = None,  # (B,) int: bidirectional prefix length (prefix-LM)
+    causal: bool = True,
+    hidden_layers: tuple[int, ...] = (),
+    cache: list[dict] | None = None,
+    remat: bool = False,
+) -> dict:
+    """Run the blocks on embeddings. Returns `{"x": final hidden (B, T, D) before the final norm,
+    "hidden": tuple of block outputs for `hidden_layers` (negative indices allowed), "cache": new cache}`.
+
+    With `cache` (from `init_cache`), the new keys/values are written at `positions` and queries attend to
+    every cached slot at a position <= their own. `remat=True` recomputes each block in the backward pass
+    (activation checkpointing; needs the autograd gradient backend)."""
+    _b, t, _ = x.shape
+    if positions is None:
+        positions = torch.arange(t, device=x.device)
+    cos, sin = rope.cos_sin(positions, rope.inv_frequencies(cfg.head_dim, cfg.rope_theta))
+    num_keys = cache[0]["k"].shape[2] if cache is not None else t
+    mask = None
+    if cache is not None or key_valid is not None or prefix_len is not None or positions.dim() == 2:
+        mask = masks.attention_mask(positions, num_keys, causal=causal, key_valid=key_valid, prefix_len=prefix_len)
+    cache_index = None
+    if cache is not None:
+        if positions.dim() != 1:
+            raise ValueError("cached decoding needs positions shared across the batch: shape (T,)")
+        cache_index = positions
+    wanted = {i % cfg.n_layers for i in hidden_layers}
+    hidden, new_cache = {}, []
+    for i, p in enumerate(params["blocks"]):
+        layer_cache = cache[i] if cache is not None else None
+        if remat and torch.is_grad_enabled():
+            x, c = torch.utils.checkpoint.checkpoint(
+                _block, p, cfg, x, cos, sin, mask, causal, layer_cache, cache_index, use_reentrant=False
+            )
+        else:
+            x, c = _block(p, cfg, x, cos, sin, mask, causal, layer_cache, cache_index)
+        new_cache.append(c)
+        if i in wanted:
+            hidden[i] = x
+    return {
+        "x": x,
+        "hidden": tuple(hidden[i % cfg.n_layers] for i in hidden_layers),
+        "cache": new_cache if cache is not None else None,
+    }
+
+
+def apply(params: dict, cfg: Config, tokens: torch.Tensor, **kwargs) -> dict:
+    """Tokens (B, T) -> `{"logits": (B, T, V), "hidden": ..., "cache": ...}`; kwargs as in `forward`."""
+    out = forward(params, cfg, embed(params, tokens), **kwargs)
+    return {"logits": logits(params, cfg, out["x"]), "hidden": out["hidden"], "cache": out["cache"]}
+
+
+def init_cache(cfg: Config, batch: int, max_len: int | None = None, *, dtype=torch.float32, device=None) -> list[dict]:
+    """An empty KV cache for `batch` sequences of up to `max_len` (default cfg.max_seq_len) tokens."""
+    max_len = max_len or cfg.max_seq_len
+    return [
+        attention.empty_cache(batch, cfg.kv_heads, max_len, cfg.head_dim, dtype, device) for _ in range(cfg.n_layers)
+    ]
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted mean next-token cross entropy in fp32. logits (B, T, V), targets (B, T), weights (B, T).
+    Returns (mean loss, total weight); the weight lets the train step average exactly over micro-batches."""
+    weights = weights.float()
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+    total = weights.sum()
+    return (ce * weights.flatten()).sum() / total.clamp_min(1.0), total
+
+
+def loss(params: dict, cfg: Config, batch: dict, *, key: torch.Tensor | None = None, remat: bool = False):
+    """Next-token loss on a text batch `{"tokens": (B, T+1) int, "mask": (B, T+1) bool}`: a position counts
+    when its target token is real. Returns (loss, {"weight": tokens counted})."""
+    del key  # deterministic model: no dropout
+    tokens, mask = batch["tokens"], batch["mask"]
+    out = apply(params, cfg, tokens[:, :-1], remat=remat)
+    value, count = token_loss(out["logits"], tokens[:, 1:], mask[:, 1:])
+    return value, {"weight": count}
+
+
+def matmul_params(cfg: Config) -> int:
+    """Parameters that take part in matmuls per token (all but norms; the embedding lookup is not a
+    matmul, the output head is)."""
+    attn = cfg.d_model * cfg.head_dim * (2 * cfg.n_heads + 2 * cfg.kv_heads)
+    per_block = attn + 3 * cfg.d_model * cfg.mlp_hidden
+    return cfg.n_layers * per_block + cfg.vocab_size * cfg.d_model
+
+
+def flops_per_token(cfg: Config, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward): 6 x matmul params + attention scores and values,
+    12 x n_layers x n_heads x head_dim x seq_len (PaLM appendix B; nanoGPT `estimate_mfu`)."""
+    return 6.0 * matmul_params(cfg) + 12.0 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len

@@ -1,0 +1,59 @@
+"""Run-directory plumbing shared by the experiments: config serialisation, the tracker, the MFU peak,
+and evaluation of a loss function over held-out batches.
+
+Usage::
+
+    tracker = runs.start(cfg.run, experiment="llm", config=runs.to_dict(cfg))
+    val = runs.mean_loss(loss_fn, params, val_batches)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from foundry.train.config import RunConfig
+from foundry.train.mfu import measure_peak_flops
+from foundry.train.tracking import Tracker, make_tracker
+
+
+def to_dict(cfg: Any) -> dict:
+    """A JSON-able dict of a (nested) config dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def start(run: RunConfig, *, experiment: str, config: dict, tags: tuple[str, ...] = ()) -> Tracker:
+    """Create the run directory, write the resolved `config.json` (atomically) and open the tracker."""
+    run_dir = Path(run.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / ".config.json.tmp"
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    tmp.replace(run_dir / "config.json")
+    return make_tracker(run.tracker, run_dir=run_dir, repo=run.aim_repo, experiment=experiment, tags=tags)
+
+
+def peak_flops(run: RunConfig, dtype: torch.dtype) -> float:
+    """The configured peak, or the measured matmul peak of this device in `dtype`."""
+    if run.peak_tflops is not None:
+        return run.peak_tflops * 1e12
+    return measure_peak_flops(dtype, run.device)
+
+
+@torch.no_grad()
+def mean_loss(loss_fn: Callable, params: dict, batches: Iterable[dict], *, device: str = "cpu") -> float:
+    """The weight-averaged loss of `loss_fn(params, batch, key=None) -> (loss, {"weight"})` over batches."""
+    total, weight = 0.0, 0.0
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items() if not k.startswith("_")}
+        loss, aux = loss_fn(params, batch, key=None)
+        w = float(aux["weight"])
+        total += float(loss) * w
+        weight += w
+    if weight == 0:
+        raise ValueError("validation produced no weighted samples (empty or fully padded validation set)")
+    return total / weight
