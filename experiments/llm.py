@@ -136,8 +136,9 @@ def resolve_tokenizer(cfg: LLMExperiment, run_dir: Path):
     return tok
 
 
-def train(cfg: LLMExperiment) -> loop.Result:
-    """Run (or resume) the LLM stage described by `cfg`; returns the loop's result."""
+def train(cfg: LLMExperiment, *, max_steps: int | None = None) -> loop.Result:
+    """Run (or resume) the LLM stage described by `cfg`; returns the loop's result. `max_steps` stops this
+    call early (a simulated interruption, for tests)."""
     check_datasets(cfg.data)
     run_dir = Path(cfg.run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -171,8 +172,10 @@ def train(cfg: LLMExperiment) -> loop.Result:
             num_workers=cfg.data.num_workers, seed=tcfg.seed, on_bad_sample=cfg.data.on_bad_sample,
         )  # fmt: skip
 
-    loss_fn = lambda p, b, *, key: llm.loss(p, mcfg, b, key=key, remat=tcfg.remat)  # noqa: E731
-    val_plans = [data_plan.sequential_plan(index_dataset(m), num_samples=cfg.data.val_samples) for m in cfg.data.val_manifests]
+    loss_fn = lambda p, b, *, key: llm.loss(p, mcfg, b, key=key, remat=tcfg.remat)
+    val_plans = [
+        data_plan.sequential_plan(index_dataset(m), num_samples=cfg.data.val_samples) for m in cfg.data.val_manifests
+    ]
     ids = special_ids(tok)
 
     def evaluate(state: dict) -> dict[str, float]:
@@ -193,9 +196,11 @@ def train(cfg: LLMExperiment) -> loop.Result:
     try:
         return loop.run(
             tcfg, run_dir=run_dir, state=state, optimizer=optimizer, loss_fn=loss_fn, batches=batches,
-            evaluate=evaluate, tracker=tracker, config=runs.to_dict(cfg), assets={"tokenizer.json": run_dir / "tokenizer.json"},
+            evaluate=evaluate, tracker=tracker, config=runs.to_dict(cfg),
+            assets={"tokenizer.json": run_dir / "tokenizer.json"},
             flops_per_sample=llm.flops_per_token(mcfg, cfg.text.seq_len) * cfg.text.seq_len,
             peak_flops=runs.peak_flops(cfg.run, compute_dtype(tcfg.precision)), desc="llm", device=device,
+            max_steps=max_steps,
         )  # fmt: skip
     finally:
         tracker.close()

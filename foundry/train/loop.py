@@ -139,7 +139,7 @@ def run(
                 progress.update(done, loss=values["loss"], lr=values["lr"])
                 metrics_out.update({f"train_{k}": v for k, v in values.items()})
                 t_last, step_last = now, done
-            if max_steps is not None and steps_this_call >= max_steps:
+            if _stop(max_steps, steps_this_call) and done % cfg.steps_per_window:
                 progress.close()
                 return Result(state, metrics_out, latest, time.monotonic() - t_start)
         val = evaluate(state) if evaluate is not None else {}
@@ -156,11 +156,17 @@ def run(
             keep=cfg.keep_checkpoints,
         )
         progress.write(f"{desc}: saved {path}")
+        if _stop(max_steps, steps_this_call):
+            break
     progress.close()
     wall = time.monotonic() - t_start
     if steps_this_call:
         progress.write(f"{desc}: {steps_this_call} steps in {format_duration(wall)}")
     return Result(state, metrics_out, latest, wall)
+
+
+def _stop(max_steps: int | None, steps: int) -> bool:
+    return max_steps is not None and steps >= max_steps
 
 
 def _check_finite(cfg: TrainConfig, values: dict[str, float], step: int, skipped: dict) -> None:
