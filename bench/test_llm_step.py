@@ -49,7 +49,10 @@ def test_llm_11m_train_step(benchmark, setup, precision, compiled):
     peak = measure_peak_flops(compute_dtype(precision))
     mfu = tokens_per_s * llm.flops_per_token(CFG, SEQ) / peak
     benchmark.extra_info.update(
-        tokens_per_s=round(tokens_per_s), mfu=round(mfu, 3), peak_gflops=round(peak / 1e9), threads=torch.get_num_threads()
+        tokens_per_s=round(tokens_per_s),
+        mfu=round(mfu, 3),
+        peak_gflops=round(peak / 1e9),
+        threads=torch.get_num_threads(),
     )
     print(f"\n{precision} {'compiled' if compiled else 'eager'}: {tokens_per_s:,.0f} tokens/s, MFU {mfu:.1%} "
           f"(peak {peak / 1e9:,.0f} GFLOP/s)")  # fmt: skip

@@ -62,8 +62,8 @@ def _check_int(name: str, value: int, lo: int = 0, hi: int = 2**64) -> int:
 
 
 def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    if any(not isinstance(d, int) or d < 0 for d in shape):
+    shape = (shape,) if isinstance(shape, (int, torch.SymInt)) else tuple(shape)
+    if any(not isinstance(d, (int, torch.SymInt)) or d < 0 for d in shape):  # SymInt: dynamic shapes
         raise ValueError(f"shape must be non-negative ints, got {shape}")
     return shape
 

