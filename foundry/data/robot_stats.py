@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import tyro
@@ -39,7 +39,7 @@ class RobotStatsConfig:
     """Options of `python -m foundry.data.robot_stats`."""
 
     # Dataset directory (or its manifest.jsonl).
-    dataset: tyro.conf.Positional[str]
+    dataset: tyro.conf.Positional[Annotated[str, tyro.conf.arg(metavar="DATASET_DIR")]]
     # Pose fields also summarized relative to the reference pose at the anchor, as "<field>_rel".
     relative_fields: tuple[str, ...] = ("action",)
     # The pose the relative fields are expressed in (xyz + rot6d, at the anchor step).

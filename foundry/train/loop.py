@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from foundry import tree
 from foundry.train import checkpoint
 from foundry.train import ema as ema_lib
 from foundry.train.config import TrainConfig
@@ -102,6 +103,10 @@ def run(
     progress = Progress(cfg.total_steps, initial=start_step, desc=desc, samples_per_step=cfg.global_batch_size)
     if latest is not None:
         progress.write(f"{desc}: resumed from {latest} (window {cursor['window']}, step {start_step})")
+    progress.write(
+        f"{desc}: {tree.count(state['params']):,} params, {cfg.total_steps} steps x {cfg.global_batch_size} samples"
+        f" in {cfg.num_checkpoints} windows; {'compiling the step (20-60 s on first use)' if cfg.compile else 'eager'}"
+    )
     t_start = time.monotonic()
     t_last, step_last = t_start, start_step
     metrics_out: dict[str, float] = {}
@@ -122,6 +127,9 @@ def run(
             nonfinite = nonfinite + metrics["skipped"]
             steps_this_call += 1
             step = done = step + 1
+            if steps_this_call == 1:  # show life right after the first (compiling) step; rates start from here
+                progress.update(done, loss=float(metrics["loss"]), lr=float(metrics["lr"]))
+                t_last, step_last = time.monotonic(), done
             if done % cfg.log_every == 0 or done == cfg.total_steps or done % cfg.steps_per_window == 0:
                 values = {k: float(v) for k, v in metrics.items()}
                 skipped["nonfinite"] += int(nonfinite)
