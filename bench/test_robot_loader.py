@@ -15,8 +15,9 @@ import pytest
 from foundry.data.episode import Episode
 from foundry.data.loader import iterate_batches
 from foundry.data.plan import sequential_plan
-from foundry.data.robot import RobotConfig, WindowSpec, dataset_dims, robot_functions, write_robot_dataset
+from foundry.data.robot import RobotConfig, dataset_dims, robot_functions
 from foundry.data.robot_stats import compute_stats
+from foundry.data.robot_write import WindowSpec, write_robot_dataset
 from foundry.data.rotations import matrix_to_rot6d, rot6d_to_matrix
 from foundry.data.shards import index_dataset
 

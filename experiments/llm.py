@@ -21,10 +21,8 @@ import torch
 import tyro
 
 from foundry import rng, tree
-from foundry.data import plan as data_plan
 from foundry.data.config import DataConfig, TextConfig
-from foundry.data.loader import iterate_batches
-from foundry.data.shards import index_dataset
+from foundry.data.sources import check_manifests, training_source, validation_batches
 from foundry.data.text import text_functions, texts_from_manifests
 from foundry.data.tokenizer import load_tokenizer, save_tokenizer, special_ids, train_tokenizer
 from foundry.infer.generate import Sampling, generate
@@ -107,15 +105,10 @@ PRESETS = {
 }
 
 
-def check_datasets(data: DataConfig) -> None:
-    """A missing dataset is a clear error that says how to make it."""
-    for path in (*data.manifests, *data.val_manifests):
-        if not Path(path).exists():
-            raise FileNotFoundError(
-                f"dataset manifest {path} does not exist; make the Shakespeare shards with "
-                "`python -m foundry.data.make_text --out data/shakespeare` (or `make data`), "
-                "or point --data.manifests / --data.val-manifests at your own"
-            )
+DATA_HINT = (
+    "make the Shakespeare shards with `python -m foundry.data.make_text --out data/shakespeare` (or `make data`), "
+    "or point --data.manifests / --data.val-manifests at your own"
+)
 
 
 def resolve_tokenizer(cfg: LLMExperiment, run_dir: Path):
@@ -127,8 +120,7 @@ def resolve_tokenizer(cfg: LLMExperiment, run_dir: Path):
     if cfg.tokenizer.path:
         tok = load_tokenizer(cfg.tokenizer.path)
     elif cfg.init.from_run:
-        ckpt = checkpoint.latest(cfg.init.from_run) or Path(cfg.init.from_run)
-        tok = load_tokenizer(ckpt / "tokenizer.json")
+        tok = load_tokenizer(runs.run_file(cfg.init.from_run, "tokenizer.json"))
     else:
         texts = texts_from_manifests(cfg.data.manifests, max_bytes=cfg.tokenizer.train_bytes)
         tok = train_tokenizer(texts, vocab_size=cfg.tokenizer.vocab_size)
@@ -139,7 +131,7 @@ def resolve_tokenizer(cfg: LLMExperiment, run_dir: Path):
 def train(cfg: LLMExperiment, *, max_steps: int | None = None) -> loop.Result:
     """Run (or resume) the LLM stage described by `cfg`; returns the loop's result. `max_steps` stops this
     call early (a simulated interruption, for tests)."""
-    check_datasets(cfg.data)
+    check_manifests((*cfg.data.manifests, *cfg.data.val_manifests), hint=DATA_HINT)
     run_dir = Path(cfg.run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tok = resolve_tokenizer(cfg, run_dir)
@@ -160,31 +152,19 @@ def train(cfg: LLMExperiment, *, max_steps: int | None = None) -> loop.Result:
 
     decode, collate = text_functions(cfg.text, tok, batch_size=tcfg.global_batch_size, vocab_size=mcfg.vocab_size)
     per_batch = cfg.text.samples_per_batch(tcfg.global_batch_size)
-    indexes = [index_dataset(m) for m in cfg.data.manifests]
-
-    def batches(window: int, start: int):
-        plan = data_plan.window_plan(
-            indexes, cfg.data.mix_weights, seed=tcfg.seed, window=window,
-            samples_per_window=tcfg.steps_per_window * per_batch,
-        )  # fmt: skip
-        return iterate_batches(
-            plan, batch_size=per_batch, decode=decode, collate=collate, start_batch=start,
-            num_workers=cfg.data.num_workers, seed=tcfg.seed, on_bad_sample=cfg.data.on_bad_sample,
-        )  # fmt: skip
-
+    batches = training_source(
+        cfg.data, seed=tcfg.seed, batch_size=per_batch, batches_per_window=tcfg.steps_per_window,
+        decode=decode, collate=collate,
+    )  # fmt: skip
     loss_fn = lambda p, b, *, key: llm.loss(p, mcfg, b, key=key, remat=tcfg.remat)
-    val_plans = [
-        data_plan.sequential_plan(index_dataset(m), num_samples=cfg.data.val_samples) for m in cfg.data.val_manifests
-    ]
     ids = special_ids(tok)
 
     def evaluate(state: dict) -> dict[str, float]:
         metrics = {}
         for name, params in [("", state["params"]), ("ema_", state.get("ema"))]:
-            if params is None or not val_plans:
+            if params is None or not cfg.data.val_manifests:
                 continue
-            val_batches = (b for p in val_plans for b in iterate_batches(
-                p, batch_size=per_batch, decode=decode, collate=collate, seed=tcfg.seed))  # fmt: skip
+            val_batches = validation_batches(cfg.data, batch_size=per_batch, decode=decode, collate=collate)
             loss = runs.mean_loss(loss_fn, params, val_batches, device=device)
             metrics[f"{name}loss"], metrics[f"{name}perplexity"] = loss, math.exp(min(loss, 50.0))
         prompt = torch.tensor([[ids["<bos>"], *tok.encode(cfg.sample_prompt).ids]], device=device)

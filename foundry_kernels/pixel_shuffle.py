@@ -55,7 +55,10 @@ def pixel_shuffle(x: torch.Tensor, r: int, *, compiled: bool | None = None) -> t
     """Space-to-depth of x (B, N, D) or (B, I, N, D) by r; `compiled` None follows the module switch."""
     if r == 1:
         return x
-    if torch.compiler.is_compiling() or not (COMPILED if compiled is None else compiled):
+    # Inside a compiled region the outer graph fuses the reference; under an eager torch.func transform
+    # (grad, vmap) a compiled function cannot be called (PyTorch #128711): both take the reference.
+    inline = torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+    if inline or not (COMPILED if compiled is None else compiled):
         return pixel_shuffle_reference(x, r)
     if x.dim() in (3, 4):
         grid_side(x.shape[-2], r)  # eager check: a clear error before compiling

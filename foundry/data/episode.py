@@ -1,5 +1,5 @@
 """One demonstration episode in memory: the interchange between a producer (a simulator, a converter
-of another dataset) and the robotics shard writer (`foundry.data.robot`).
+of another dataset) and the robotics shard writer (`foundry.data.robot_write`).
 
 Every per-step array has the episode length T as its first dimension.
 """

@@ -46,7 +46,13 @@ from foundry.data.tokenizer import special_ids
 
 
 def raw_text(sample: dict[str, Any]) -> str | None:
-    """The text of a `json` or `txt` member (None if the sample has neither); bad data -> DataError."""
+    """The text of a `txt` or `json` member (None if the sample has neither); bad data -> DataError.
+    `txt` wins when both exist: in image-caption samples the `json` member is metadata."""
+    if "txt" in sample:
+        try:
+            return sample["txt"].decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"member 'txt' is not valid UTF-8 ({e})") from None
     if "json" in sample:
         try:
             obj = json.loads(sample["json"])
@@ -56,11 +62,6 @@ def raw_text(sample: dict[str, Any]) -> str | None:
         if not isinstance(text, str):
             raise DataError("member 'json' must hold a string or an object with a 'text' string")
         return text
-    if "txt" in sample:
-        try:
-            return sample["txt"].decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"member 'txt' is not valid UTF-8 ({e})") from None
     return None
 
 

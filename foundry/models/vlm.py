@@ -104,6 +104,7 @@ def init(key: torch.Tensor, cfg: Config) -> dict:
 
 
 def init_shapes(cfg: Config) -> dict:
+    """The params tree as meta tensors (no memory): for counting and planning."""
     with torch.device("meta"):
         return init(rng.key(0, device="meta"), cfg)
 

@@ -1,9 +1,10 @@
 """A simulated 2-D tabletop for robot-policy data and closed-loop evaluation (numpy + PIL, no physics engine).
 
-Modules, bottom up: `tabletop` (config, state, kinematic dynamics, task families with instructions and
-success tests, `TabletopEnv`), `render` (top-down "scene" and egocentric "wrist" cameras), `experts`
-(scripted state-machine experts per task family), `rollout` (run a policy for an episode -> `Episode`,
-`expert_episode`, `random_policy`). Example::
+Modules, bottom up: `tabletop` (config, state, kinematic dynamics; `TabletopEnv` runs them with the next
+two), `tasks` (task families: scene samplers, instructions, success tests), `render` (top-down "scene" and
+egocentric "wrist" cameras), `experts` (scripted state-machine experts per task family), `rollout` (run a
+policy for an episode -> `Episode`, `expert_episode`, `random_policy`), `make_demos` (the command that
+writes expert demonstrations as robotics shards + statistics). Example::
 
     from foundry.sim.rollout import TASK_FAMILIES, expert_episode
     from foundry.sim.tabletop import TabletopConfig

@@ -28,16 +28,15 @@ import numpy as np
 from foundry.sim.tabletop import (
     BALL,
     GRIP_R,
-    NEXT_TO_DIST,
     OBJ_R,
     Z_CONTACT,
     Z_TRAVEL,
     SimState,
     TabletopEnv,
-    TaskSpec,
     make_action,
     wrap,
 )
+from foundry.sim.tasks import NEXT_TO_DIST, TaskSpec
 
 Z_LIFT = 0.09  # lift task: hold the object this high (success at 7 cm)
 PUSH_STEP = 0.025  # how far past the contact point a push aims per step

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from foundry.train import checkpoint
 from foundry.train.config import RunConfig
 from foundry.train.mfu import measure_peak_flops
 from foundry.train.tracking import Tracker, make_tracker
@@ -57,3 +58,22 @@ def mean_loss(loss_fn: Callable, params: dict, batches: Iterable[dict], *, devic
     if weight == 0:
         raise ValueError("validation produced no weighted samples (empty or fully padded validation set)")
     return total / weight
+
+
+def run_file(path: str | Path, name: str) -> Path:
+    """A file saved with a run: `path` is a run directory (its own copy, else its newest checkpoint's) or a
+    checkpoint directory. Used to initialise a stage from another run (tokenizer.json, config.json)."""
+    path = Path(path)
+    candidates = [path / name]
+    newest = checkpoint.latest(path)
+    if newest is not None:
+        candidates.insert(0, newest / name)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{name} not found in {path} (looked in {[str(c) for c in candidates]}); is it a run dir?")
+
+
+def run_config(path: str | Path) -> dict:
+    """The resolved experiment config saved with a run (or checkpoint) directory."""
+    return json.loads(run_file(path, "config.json").read_text())

@@ -10,8 +10,8 @@ import torch
 
 from foundry.data.episode import Episode
 from foundry.data.normalize import FieldStats, Normalizer, NormConfig, StatsAccumulator, load_stats, merge_stats
-from foundry.data.robot import WindowSpec, write_robot_dataset
 from foundry.data.robot_stats import RobotStatsConfig, robot_stats
+from foundry.data.robot_write import WindowSpec, write_robot_dataset
 from foundry.data.rotations import matrix_to_rot6d, rot6d_to_matrix
 
 

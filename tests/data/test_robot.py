@@ -17,16 +17,9 @@ from foundry.data.loader import iterate_batches
 from foundry.data.manifest import DataError
 from foundry.data.normalize import Normalizer, NormConfig, load_stats
 from foundry.data.plan import sample_seed, sequential_plan, window_plan
-from foundry.data.robot import (
-    RobotConfig,
-    WindowSpec,
-    batch_instructions,
-    dataset_dims,
-    images_to_float,
-    robot_functions,
-    write_robot_dataset,
-)
+from foundry.data.robot import RobotConfig, batch_instructions, dataset_dims, images_to_float, robot_functions
 from foundry.data.robot_stats import RobotStatsConfig, robot_stats
+from foundry.data.robot_write import WindowSpec, write_robot_dataset
 from foundry.data.rotations import compose_pose, matrix_to_rot6d, relative_pose, rot6d_to_matrix
 from foundry.data.shards import ShardFiles, index_dataset, read_sample
 

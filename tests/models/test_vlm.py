@@ -29,7 +29,7 @@ def params():
 def make_batch(seed: int = 1, b: int = 3, n_img: int = 2, t: int = 16) -> dict:
     """Rows: [<image> x TPI per valid image][prompt x 2][caption ...][pad ...]; row 1's first image slot is
     empty (a hole before a valid image), row 2 has no image."""
-    k1, k2, k3 = rng.split(rng.key(seed), 3)
+    k1, k2 = rng.split(rng.key(seed), 2)
     image_valid = torch.tensor([[True, True], [False, True], [False, False]])[:b, :n_img]
     tokens = rng.randint(k1, (b, t + 1), 0, IMG)
     mask = torch.ones(b, t + 1, dtype=torch.bool)
@@ -44,7 +44,6 @@ def make_batch(seed: int = 1, b: int = 3, n_img: int = 2, t: int = 16) -> dict:
         mask[row, end:] = False
         tokens[row, end:] = 0
     images = rng.uniform(k2, (b, n_img, 3, 32, 32), low=-1.0, high=1.0)
-    del k3
     return {
         "images": images,
         "image_valid": image_valid,

@@ -16,11 +16,11 @@ from foundry.sim.tabletop import (
     Z_MAX,
     TabletopConfig,
     TabletopEnv,
-    is_success,
     make_action,
     pose_vector,
     yaw_from_rot6d,
 )
+from foundry.sim.tasks import is_success
 
 FAST = TabletopConfig(render=False)
 

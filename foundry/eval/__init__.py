@@ -1,0 +1,1 @@
+"""Evaluation: caption attribute accuracy (VLM), closed-loop rollouts and statistics (VLA)."""
