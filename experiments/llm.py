@@ -4,8 +4,8 @@ Usage:
     python -m foundry.data.make_text --out data/shakespeare      # once: Shakespeare shards (train + val)
     python experiments/llm.py llm-debug                            # seconds
     python experiments/llm.py llm-shakespeare                      # ~10 min on 2 CPU cores
-    python experiments/llm.py llm-shakespeare --train.total-train-samples 8192 --run.run-dir runs/x
-    python experiments/llm.py llm-debug --run.print-config         # show the resolved config, no training
+    python experiments/llm.py llm-shakespeare --train.total-train-samples 8192 --run-dir runs/x
+    python experiments/llm.py llm-debug --print-config         # show the resolved config, no training
 
 Running the same command again resumes the run directory from its newest checkpoint.
 """
@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import tyro
@@ -54,7 +55,8 @@ class LLMExperiment:
     tokenizer: TokenizerConfig = TokenizerConfig()
     init: InitConfig = InitConfig()
     train: TrainConfig = TrainConfig()
-    run: RunConfig = RunConfig(run_dir="runs/llm")
+    # Flags without a prefix: --run-dir, --tracker, --aim-repo, --device, --peak-tflops, --print-config.
+    run: Annotated[RunConfig, tyro.conf.OmitArgPrefixes] = RunConfig(run_dir="runs/llm")
     sample_prompt: str = "ROMEO:"  # a sample generation is logged after every window
 
 
@@ -91,7 +93,7 @@ PRESETS = {
             data=SHAKESPEARE,
             text=TextConfig(seq_len=256),
             train=TrainConfig(
-                total_train_samples=32 * 1600,
+                total_train_samples=32 * 800,
                 num_checkpoints=4,
                 global_batch_size=32,
                 precision="bf16",

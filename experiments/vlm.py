@@ -4,11 +4,11 @@ Usage:
     python -m foundry.data.make_shapes --out data/shapes          # once: rendered scenes with captions
     python experiments/vlm.py vlm-debug                            # seconds
     python experiments/vlm.py vlm-shapes --init.llm runs/llm-shakespeare    # from a trained LLM
-    python experiments/vlm.py vlm-shapes --run.run-dir runs/vlm-scratch     # from scratch
+    python experiments/vlm.py vlm-shapes --run-dir runs/vlm-scratch     # from scratch
     # align the projector first (ViT and LLM frozen), then train everything from that run:
-    python experiments/vlm.py vlm-shapes --init.llm runs/llm-shakespeare --run.run-dir runs/vlm-align \
+    python experiments/vlm.py vlm-shapes --init.llm runs/llm-shakespeare --run-dir runs/vlm-align \
         --train.optimizer.frozen '^vit\\.' '^llm\\.'
-    python experiments/vlm.py vlm-shapes --init.from-run runs/vlm-align --run.run-dir runs/vlm-full
+    python experiments/vlm.py vlm-shapes --init.from-run runs/vlm-align --run-dir runs/vlm-full
 
 After every window: validation caption loss, sample captions of fixed validation scenes (logged to Aim)
 and, with --eval-samples > 0, the caption attribute accuracy against a blind (blank-image) baseline.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import tyro
@@ -59,7 +60,8 @@ class VLMExperiment:
     tokenizer_vocab_size: int = 4096  # for a tokenizer trained here (no --init given)
     init: VLMInit = VLMInit()
     train: TrainConfig = TrainConfig()
-    run: RunConfig = RunConfig(run_dir="runs/vlm")
+    # Flags without a prefix: --run-dir, --tracker, --aim-repo, --device, --peak-tflops, --print-config.
+    run: Annotated[RunConfig, tyro.conf.OmitArgPrefixes] = RunConfig(run_dir="runs/vlm")
     eval_samples: int = 64  # held-out scenes for the attribute accuracy (0 skips it)
 
 

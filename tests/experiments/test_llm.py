@@ -93,7 +93,7 @@ def test_training_resumes_bit_exactly_after_sigkill(shakespeare, tmp_path):
         "--data.manifests", *cfg.data.manifests, "--data.val-manifests", *cfg.data.val_manifests,
         "--data.val-samples", "8", "--train.total-train-samples", "128", "--train.num-checkpoints", "4",
         "--train.micro-batch-size", "4",
-        "--run.run-dir", str(run_dir), "--run.tracker", "none", "--run.peak-tflops", "1.0",
+        "--run-dir", str(run_dir), "--tracker", "none", "--peak-tflops", "1.0",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -121,8 +121,8 @@ def test_cli_overrides_and_print_config(shakespeare, tmp_path):
     assert cfg.data.manifests == ("a/manifest.jsonl", "b/manifest.jsonl") and cfg.data.weights == (0.7, 0.3)
     assert cfg.train.total_train_samples == 128 and cfg.model.n_layers == 3
     out = subprocess.run(
-        [sys.executable, str(REPO / "experiments/llm.py"), "llm-debug", "--run.print-config",
-         "--run.run-dir", str(tmp_path / "never")],
+        [sys.executable, str(REPO / "experiments/llm.py"), "llm-debug", "--print-config",
+         "--run-dir", str(tmp_path / "never")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
