@@ -13,7 +13,6 @@ Running the same command again resumes the run directory from its newest checkpo
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Annotated
@@ -188,13 +187,5 @@ def train(cfg: LLMExperiment, *, max_steps: int | None = None) -> loop.Result:
         tracker.close()
 
 
-def main(cfg: LLMExperiment) -> None:
-    if cfg.run.print_config:
-        print(json.dumps(runs.to_dict(cfg), indent=2))
-        return
-    result = train(cfg)
-    print(json.dumps({k: round(v, 4) for k, v in result.metrics.items() if k.startswith("val_")}))
-
-
 if __name__ == "__main__":
-    main(tyro.extras.overridable_config_cli(PRESETS))
+    runs.cli(PRESETS, train)

@@ -139,17 +139,7 @@ def allclose(a: Tree, b: Tree, *, rtol: float = 1e-5, atol: float = 1e-8) -> boo
 
 def equal(a: Tree, b: Tree) -> bool:
     """Bitwise equality of two trees (same paths, shapes, dtypes and values)."""
-    fa, fb = flatten(a), flatten(b)
-    if fa.keys() != fb.keys():
-        return False
-    for k, x in fa.items():
-        y = fb[k]
-        if isinstance(x, torch.Tensor):
-            if not isinstance(y, torch.Tensor) or x.dtype != y.dtype or not torch.equal(x, y):
-                return False
-        elif x != y:
-            return False
-    return True
+    return first_difference(a, b) is None
 
 
 def first_difference(a: Tree, b: Tree) -> str | None:
@@ -165,6 +155,6 @@ def first_difference(a: Tree, b: Tree) -> str | None:
             if not torch.equal(x, y):
                 diff = (x.double() - y.double()).abs().max().item()
                 return f"{k}: max abs diff {diff:.3g}"
-        elif x != y:
+        elif isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor) or x != y:
             return f"{k}: {x!r} vs {y!r}"
     return None

@@ -90,6 +90,21 @@ class RandomPolicy:
         return self.fn(observation)[None]  # (1, 10)
 
 
+def load_trained_policy(env: TabletopEnv | None = None, *, run_dir: str) -> ActionChunkPolicy:
+    """A trained VLA run via `foundry.infer.policy.Policy.load(run_dir)`; `functools.partial(
+    load_trained_policy, run_dir=...)` is an evaluation factory (the policy is loaded in each worker)."""
+    try:
+        from foundry.infer.policy import Policy
+    except ModuleNotFoundError as e:
+        if e.name != "foundry.infer.policy":
+            raise
+        raise RuntimeError(
+            f"cannot evaluate run {run_dir!r}: foundry/infer/policy.py (Policy.load) does not exist yet; "
+            "evaluate --policy expert or random, or add the VLA inference module"
+        ) from e
+    return Policy.load(run_dir)
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     tasks: tuple[str, ...] = TASK_FAMILIES

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import tyro
 
 from foundry.train import checkpoint
 from foundry.train.config import RunConfig
@@ -77,3 +78,14 @@ def run_file(path: str | Path, name: str) -> Path:
 def run_config(path: str | Path) -> dict:
     """The resolved experiment config saved with a run (or checkpoint) directory."""
     return json.loads(run_file(path, "config.json").read_text())
+
+
+def cli(presets: dict, train: Callable[[Any], Any], *, args: list[str] | None = None) -> None:
+    """An experiment's entry point: parse a named preset plus overrides; print the resolved config
+    (`--print-config`) or train and print the final validation metrics as JSON."""
+    cfg = tyro.extras.overridable_config_cli(presets, args=args)
+    if cfg.run.print_config:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return
+    result = train(cfg)
+    print(json.dumps({k: round(v, 4) for k, v in result.metrics.items() if k.startswith("val_")}))
