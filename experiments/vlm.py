@@ -4,7 +4,7 @@ Usage:
     python -m foundry.data.make_shapes --out data/shapes          # once: rendered scenes with captions
     python experiments/vlm.py vlm-debug                            # seconds
     python experiments/vlm.py vlm-shapes --init.llm runs/llm-shakespeare    # from a trained LLM
-    python experiments/vlm.py vlm-shapes --run-dir runs/vlm-scratch     # from scratch
+    python experiments/vlm.py vlm-shapes --run-dir runs/vlm-scratch --tokenizer runs/llm-shakespeare  # from scratch
     # align the projector first (ViT and LLM frozen), then train everything from that run:
     python experiments/vlm.py vlm-shapes --init.llm runs/llm-shakespeare --run-dir runs/vlm-align \
         --train.optimizer.frozen '^vit\\.' '^llm\\.'
@@ -56,7 +56,8 @@ class VLMExperiment:
     model: vlm.Config = vlm.PRESETS["vlm-tiny"]
     data: DataConfig = DataConfig()
     caption: CaptionConfig = CaptionConfig()
-    tokenizer_vocab_size: int = 4096  # for a tokenizer trained here (no --init given)
+    tokenizer: str | None = None  # a tokenizer.json or a run dir to take it from (default: the init run's)
+    tokenizer_vocab_size: int = 4096  # for a tokenizer trained here (no --init and no --tokenizer)
     init: VLMInit = VLMInit()
     train: TrainConfig = TrainConfig()
     # Flags without a prefix: --run-dir, --tracker, --aim-repo, --device, --peak-tflops, --print-config.
@@ -114,14 +115,17 @@ PRESETS = {
 
 
 def resolve_tokenizer(cfg: VLMExperiment, run_dir: Path):
-    """The run's own saved tokenizer (resume), else the init run's, else one trained on the training text;
-    `<image>` (and the other special tokens) added when missing. Saved as <run_dir>/tokenizer.json."""
+    """The run's own saved tokenizer (resume), else the init run's, else --tokenizer, else one trained on the
+    training text; `<image>` (and the other special tokens) added when missing. Saved as <run_dir>/tokenizer.json."""
     saved = run_dir / "tokenizer.json"
     source = cfg.init.from_run or cfg.init.llm
     if saved.exists():
         tok = load_tokenizer(saved)
     elif source:
         tok = load_tokenizer(runs.run_file(source, "tokenizer.json"))
+    elif cfg.tokenizer:
+        path = Path(cfg.tokenizer)
+        tok = load_tokenizer(path if path.is_file() else runs.run_file(path, "tokenizer.json"))
     else:
         tok = train_tokenizer(
             texts_from_manifests(cfg.data.manifests, max_bytes=4_000_000), vocab_size=cfg.tokenizer_vocab_size

@@ -171,7 +171,7 @@ class PolicyServer:
     def start(self) -> PolicyServer:
         self._httpd = self._HTTPServer((self.host, self.port), _Handler)
         self._httpd.app = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="policy-server", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="policy-server", daemon=True)
         self._thread.start()
         return self
 
@@ -223,8 +223,9 @@ class PolicyClient:
         self._request("/reset", {"seed": None if seed is None else int(seed)})
 
     def act(self, observation: dict) -> np.ndarray:
-        """observation (as from `TabletopEnv`) -> (n, 10) float32 action chunk."""
-        payload = {"images": {cam: encode_image(img) for cam, img in observation.get("images", {}).items()},
+        """observation (as from `TabletopEnv`: images (H, W, 3) uint8 or base64 strings) -> (n, 10) float32."""
+        images = observation.get("images", {})  # arrays are sent as PNG, strings as they are (encoded already)
+        payload = {"images": {cam: v if isinstance(v, str) else encode_image(v) for cam, v in images.items()},
                    "pose": np.asarray(observation["pose"], dtype=np.float64).tolist(),
                    "instruction": observation["instruction"]}  # fmt: skip
         if "task" in observation:

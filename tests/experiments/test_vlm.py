@@ -88,3 +88,12 @@ def test_text_only_rows_mix_with_captions(shapes, tmp_path):
     mixed = dataclasses.replace(cfg.data, manifests=(*cfg.data.manifests, str(text)), weights=(0.7, 0.3))
     result = exp.train(dataclasses.replace(cfg, data=mixed))
     assert torch.isfinite(torch.tensor(result.metrics["train_loss"]))
+
+
+def test_tokenizer_option_takes_a_file_or_a_run_dir(shapes, tmp_path):
+    exp.train(debug_cfg(shapes, tmp_path / "a"))
+    for source in (tmp_path / "a", tmp_path / "a/tokenizer.json"):
+        run_dir = tmp_path / f"b{len(str(source))}"
+        cfg = dataclasses.replace(debug_cfg(shapes, run_dir), tokenizer=str(source))
+        exp.resolve_tokenizer(cfg, run_dir.mkdir() or run_dir)
+        assert (run_dir / "tokenizer.json").read_text() == (tmp_path / "a/tokenizer.json").read_text()
