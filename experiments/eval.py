@@ -83,8 +83,6 @@ def main(cfg: EvalExperiment) -> dict:
     summaries = {cfg.model_name: summarize(records), **{m: summarize(r) for m, r in results.items()}}
     comparisons = {f"{cfg.model_name} vs {m}": compare(records, r) for m, r in results.items()}
 
-    for task, rate in summaries[cfg.model_name].items():
-        print(f"{cfg.model_name:>10} {task:>14}: {rate}")
     failures = [r["failure"] for r in records if r["failure"] and r["failure"] != "timeout"]
     if failures:
         print(f"{len(failures)} episodes ended in an exception, first: {failures[0]}")

@@ -12,8 +12,10 @@ stochastic policy is reproducible too) and `act(observation) -> (n, 10)` absolut
 `execute_steps` actions of each chunk run open loop, then the policy re-plans. Policies are built in each
 worker by a picklable factory `(env) -> ActionChunkPolicy` (the scripted expert reads the env's state; a
 trained or remote policy ignores it): `ExpertPolicy`, `RandomPolicy` and `functools.partial(CallablePolicy,
-fn=...)` are factories themselves. Episode seeds depend only on (seed, task, index), and every episode resets
-env and policy from its seed, so results are identical for any number of workers.
+fn=...)` are factories themselves, `functools.partial(load_trained_policy, run_dir=...)` loads a trained VLA
+run in each worker (`foundry.infer.policy.Policy.load`; its `reset` must accept `seed=`). Episode seeds depend
+only on (seed, task, index), and every episode resets env and policy from its seed, so results are identical
+for any number of workers.
 """
 
 from __future__ import annotations
