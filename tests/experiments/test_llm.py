@@ -156,3 +156,17 @@ def test_start_from_another_runs_weights(shakespeare, tmp_path):
     assert tree.allclose(final_state(tmp_path / "child")["params"], base, atol=1e-6)
     assert (tmp_path / "child/tokenizer.json").read_text() == (tmp_path / "base/tokenizer.json").read_text()
     assert torch.equal(final_state(tmp_path / "child")["step"], torch.tensor(8))
+
+
+@pytest.mark.slow
+def test_compiled_training_resumes_bit_exactly(shakespeare, tmp_path):
+    # The same as the eager resume test, through torch.compile(fullgraph=True) and bf16 autocast.
+    def compiled(run_dir):
+        cfg = debug_cfg(shakespeare, run_dir)
+        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=True, precision="bf16"))
+
+    exp.train(compiled(tmp_path / "a"))
+    exp.train(compiled(tmp_path / "b"), max_steps=5)
+    exp.train(compiled(tmp_path / "b"))
+    a, b = final_state(tmp_path / "a"), final_state(tmp_path / "b")
+    assert tree.equal(a, b), tree.first_difference(a, b)
