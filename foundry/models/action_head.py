@@ -104,7 +104,9 @@ def init(key: torch.Tensor, cfg: Config) -> dict:
         "cond_in": linear.init(k_cond, cfg.cond_dim, d, bias=True),
         "proprio_in": linear.init(k_prop, cfg.proprio_dim, d, bias=True),
         "action_in": linear.init(k_act, cfg.action_dim, d, bias=True),
-        "time_mlp": {"fc1": linear.init(k_t1, d, d, bias=True), "fc2": linear.init(k_t2, d, d, bias=True)},
+        # fc2 has no bias: with time_mode="add" it would duplicate cond_in's bias, and two biases receiving the
+        # same gradient make inductor (torch 2.13, CPU, bf16) emit a duplicate C++ declaration (CppCompileError).
+        "time_mlp": {"fc1": linear.init(k_t1, d, d, bias=True), "fc2": linear.init(k_t2, d, d)},
         # small, not zero: a zero output layer would block every gradient below it at the first step
         "action_out": linear.init(k_out, d, cfg.action_dim, bias=True, std=cfg.init_std),
     }

@@ -69,9 +69,12 @@ def _head(d: int, n_layers: int, horizon: int, cond_dim: int = 1) -> action_head
     return action_head.Config(d_model=d, n_layers=n_layers, n_heads=4, horizon=horizon, cond_dim=cond_dim)
 
 
-# vla-tabletop: the tabletop cameras render at 64 px, so vit-tiny reads 64 px with patch 8 (8 x 8 = 64 patches
-# -> 16 tokens per image after pixel shuffle r=2); a ViT trained at 224 px / patch 14 does not load into it.
-_TABLETOP_VIT = dataclasses.replace(vit.PRESETS["vit-tiny"], image_size=64, patch_size=8)
+# vla-tabletop: the VLM has exactly the vlm-shapes shape (experiments/vlm.py: vit-tiny widths at 112 px, patch 14
+# -> 8 x 8 = 64 patches -> 16 tokens per image after pixel shuffle r=2; llm 11m), so a trained vlm-shapes run
+# loads as params["vlm"] unchanged. The tabletop cameras render at 64 px: the robot loader resizes them to 112
+# (RobotConfig.image_size=112). A 64 px / patch 8 ViT gives the same 16 tokens at the same cost but could not
+# load the vlm-shapes patch embedding.
+_TABLETOP_VIT = dataclasses.replace(vit.PRESETS["vit-tiny"], image_size=112)
 PRESETS: dict[str, Config] = {
     "vla-debug": Config(vlm=vlm.PRESETS["vlm-debug"], head=_head(32, 2, 4), cond_layers=2),
     "vla-tabletop": Config(
@@ -95,7 +98,9 @@ def preset(name: str, *, llm_vocab: int = 0, image_token_id: int = -1, obs_token
 
 def _check(cfg: Config) -> None:
     if not 1 <= cfg.cond_layers <= cfg.vlm.llm.n_layers:
-        raise ValueError(f"vla.Config.cond_layers={cfg.cond_layers} must be in [1, {cfg.vlm.llm.n_layers}] (LLM blocks)")
+        raise ValueError(
+            f"vla.Config.cond_layers={cfg.cond_layers} must be in [1, {cfg.vlm.llm.n_layers}] (LLM blocks)"
+        )
     if cfg.head.cond_dim != cfg.cond_dim:
         raise ValueError(
             f"vla.Config.head.cond_dim={cfg.head.cond_dim} must be cond_layers x d_model = {cfg.cond_layers} x "
@@ -145,7 +150,9 @@ def encode(params: dict, cfg: Config, batch: dict, *, remat: bool = False) -> to
     tokens, mask = prompt(cfg, batch)
     is_obs = tokens == cfg.obs_token_id  # (B, T)
     if not torch.compiler.is_compiling() and not bool((is_obs.sum(1) == 1).all()):
-        raise ValueError(f"vla.encode: every prompt row needs exactly one <obs> ({cfg.obs_token_id}); got {is_obs.sum(1)}")
+        raise ValueError(
+            f"vla.encode: every prompt row needs exactly one <obs> ({cfg.obs_token_id}); got {is_obs.sum(1)}"
+        )
     x = vlm.embed(params["vlm"], cfg.vlm, tokens, batch.get("images"), batch.get("image_valid"), remat=remat)
     x = torch.where(is_obs[..., None], params["obs_embedding"].to(x.dtype), x)  # (B, T, D)
     prefix_len = torch.full_like(tokens[:, 0], tokens.shape[1]) if cfg.vlm.prefix_lm else None
@@ -198,7 +205,8 @@ def loss(params: dict, cfg: Config, batch: dict, *, key: torch.Tensor | None = N
     k_t, k_noise = rng.split(key)
     t = sample_time(k_t, (r * b,), cfg.time_sampling)  # (R B,)
     noise = rng.normal(k_noise, (r * b, f, da))
-    actions_r = rep(actions.float())
+    # Invalid elements become 0 before noising: their values (padding, NaN) cannot reach valid positions.
+    actions_r = rep(torch.where(mask, actions.float(), torch.zeros((), device=actions.device)))
     x_t = interpolate(noise, actions_r, t)
     v = _velocity(params["action_head"], cfg.head, rep(cond), *map(rep, _head_inputs(batch)), x_t, t)
     value, _ = flow_loss(v, noise, actions_r, rep(mask))
@@ -229,5 +237,7 @@ def sample_actions(
 
 def flops_per_sample(cfg: Config, seq_len: int, n_images: int) -> float:
     """Training FLOPs of one sample: the VLM prefix (no vocabulary head) + R head passes."""
-    prefix = vlm.flops_per_sample(cfg.vlm, seq_len, n_images) - 6.0 * seq_len * cfg.vlm.llm.vocab_size * cfg.vlm.llm.d_model
+    prefix = (
+        vlm.flops_per_sample(cfg.vlm, seq_len, n_images) - 6.0 * seq_len * cfg.vlm.llm.vocab_size * cfg.vlm.llm.d_model
+    )
     return prefix + cfg.num_action_head_repeats * action_head.flops_per_sample(cfg.head)
