@@ -140,7 +140,7 @@ def resolve_model(cfg: VLMExperiment, tok) -> vlm.Config:
     `<image>` id from the tokenizer."""
     llm_cfg = cfg.model.llm
     if cfg.init.llm and not cfg.init.from_run:
-        llm_cfg = llm.Config(**runs.run_config(cfg.init.llm)["model"])
+        llm_cfg = runs.config_from_dict(llm.Config, runs.run_config(cfg.init.llm)["model"])
     llm_cfg = dataclasses.replace(llm_cfg, vocab_size=tok.get_vocab_size())
     return dataclasses.replace(cfg.model, llm=llm_cfg, image_token_id=special_ids(tok)["<image>"])
 
@@ -153,7 +153,7 @@ def initial_params(cfg: VLMExperiment, mcfg: vlm.Config, key: torch.Tensor) -> d
         checkpoint.check_compatible(params, loaded, what="params", source=cfg.init.from_run)
         return loaded
     if cfg.init.llm:
-        old_cfg = llm.Config(**runs.run_config(cfg.init.llm)["model"])
+        old_cfg = runs.config_from_dict(llm.Config, runs.run_config(cfg.init.llm)["model"])
         loaded = llm.resize_vocab(checkpoint.load_params(cfg.init.llm), old_cfg, mcfg.llm.vocab_size)
         checkpoint.check_compatible(params["llm"], loaded, what="llm params", source=cfg.init.llm)
         params["llm"] = loaded

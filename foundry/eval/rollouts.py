@@ -28,7 +28,7 @@ import tempfile
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from foundry.sim.tabletop import TabletopConfig, TabletopEnv
 RESULTS_FILE = "results.json"
 
 
+@runtime_checkable
 class ActionChunkPolicy(Protocol):
     def reset(self, *, seed: int | None = None) -> None: ...
 
@@ -95,15 +96,8 @@ class RandomPolicy:
 def load_trained_policy(env: TabletopEnv | None = None, *, run_dir: str) -> ActionChunkPolicy:
     """A trained VLA run via `foundry.infer.policy.Policy.load(run_dir)`; `functools.partial(
     load_trained_policy, run_dir=...)` is an evaluation factory (the policy is loaded in each worker)."""
-    try:
-        from foundry.infer.policy import Policy
-    except ModuleNotFoundError as e:
-        if e.name != "foundry.infer.policy":
-            raise
-        raise RuntimeError(
-            f"cannot evaluate run {run_dir!r}: foundry/infer/policy.py (Policy.load) does not exist yet; "
-            "evaluate --policy expert or random, or add the VLA inference module"
-        ) from e
+    from foundry.infer.policy import Policy  # imported here: expert/random evaluations never load torch models
+
     return Policy.load(run_dir)
 
 

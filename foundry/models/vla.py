@@ -193,7 +193,10 @@ def loss_mask(batch: dict) -> torch.Tensor:
     return mask
 
 
-def loss(params: dict, cfg: Config, batch: dict, *, key: torch.Tensor | None = None, remat: bool = False):
+def loss(
+    params: dict, cfg: Config, batch: dict, *, key: torch.Tensor | None = None, remat: bool = False,
+    compiled: bool | None = None,  # the flow-loss kernel's switch (None: its module default)
+):  # fmt: skip
     """Masked flow-matching loss over R repeats of the head on one VLM forward. Returns (mean over valid
     elements of all repeats, {"weight": valid elements of the batch (not times R)})."""
     if key is None:
@@ -209,7 +212,7 @@ def loss(params: dict, cfg: Config, batch: dict, *, key: torch.Tensor | None = N
     actions_r = rep(torch.where(mask, actions.float(), torch.zeros((), device=actions.device)))
     x_t = interpolate(noise, actions_r, t)
     v = _velocity(params["action_head"], cfg.head, rep(cond), *map(rep, _head_inputs(batch)), x_t, t)
-    value, _ = flow_loss(v, noise, actions_r, rep(mask))
+    value, _ = flow_loss(v, noise, actions_r, rep(mask), compiled=compiled)
     return value, {"weight": mask.sum().float()}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -89,3 +90,26 @@ def cli(presets: dict, train: Callable[[Any], Any], *, args: list[str] | None = 
         return
     result = train(cfg)
     print(json.dumps({k: round(v, 4) for k, v in result.metrics.items() if k.startswith("val_")}))
+
+
+def config_from_dict(cls: type, d: dict) -> Any:
+    """A (nested) frozen config dataclass from its `dataclasses.asdict` JSON (lists back to tuples).
+    Unknown keys are errors; missing keys keep their defaults."""
+    if not isinstance(d, dict):
+        raise TypeError(f"{cls.__name__}: expected a dict, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    if unknown := sorted(set(d) - names):
+        raise ValueError(f"{cls.__name__}: unknown keys {unknown}; it has {sorted(names)}")
+    kwargs = {}
+    for name, value in d.items():
+        hint = hints.get(name)
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            kwargs[name] = config_from_dict(hint, value)
+        else:
+            kwargs[name] = _tuples(value)
+    return cls(**kwargs)
+
+
+def _tuples(v: Any) -> Any:
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v

@@ -75,7 +75,7 @@ def test_policy_errors_become_failures():
     assert rec["failure"].startswith("exception: ValueError: policy.act returned shape (2, 7)")
     with pytest.raises(ValueError, match="unknown"):
         EvalConfig(tasks=("fly",))
-    with pytest.raises(RuntimeError, match="does not exist yet"):
+    with pytest.raises(FileNotFoundError, match="runs/none"):
         load_trained_policy(None, run_dir="runs/none")
 
 
