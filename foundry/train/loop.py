@@ -103,9 +103,10 @@ def run(
     progress = Progress(cfg.total_steps, initial=start_step, desc=desc, samples_per_step=cfg.global_batch_size)
     if latest is not None:
         progress.write(f"{desc}: resumed from {latest} (window {cursor['window']}, step {start_step})")
+    mode = "compiling the step (30 s to a few minutes the first time, cached after)" if cfg.compile else "eager"
     progress.write(
         f"{desc}: {tree.count(state['params']):,} params, {cfg.total_steps} steps x {cfg.global_batch_size} samples"
-        f" in {cfg.num_checkpoints} windows; {'compiling the step (20-60 s on first use)' if cfg.compile else 'eager'}"
+        f" in {cfg.num_checkpoints} windows; {mode}"
     )
     t_start = time.monotonic()
     t_last, step_last = t_start, start_step
