@@ -24,7 +24,7 @@ from foundry import rng, tree
 from foundry.data.config import DataConfig, TextConfig
 from foundry.data.sources import check_manifests, training_source, validation_batches
 from foundry.data.text import text_functions, texts_from_manifests
-from foundry.data.tokenizer import load_tokenizer, save_tokenizer, special_ids, train_tokenizer
+from foundry.data.tokenizer import special_ids
 from foundry.infer.generate import Sampling, generate
 from foundry.models import llm
 from foundry.train import checkpoint, loop, runs
@@ -113,20 +113,12 @@ DATA_HINT = (
 
 
 def resolve_tokenizer(cfg: LLMExperiment, run_dir: Path):
-    """The run's tokenizer: the one saved in the run dir (resume), a given file, the init run's, or a new
-    BPE trained on the training text. Saved as <run_dir>/tokenizer.json."""
-    saved = run_dir / "tokenizer.json"
-    if saved.exists():
-        return load_tokenizer(saved)
-    if cfg.tokenizer.path:
-        tok = load_tokenizer(cfg.tokenizer.path)
-    elif cfg.init.from_run:
-        tok = load_tokenizer(runs.run_file(cfg.init.from_run, "tokenizer.json"))
-    else:
-        texts = texts_from_manifests(cfg.data.manifests, max_bytes=cfg.tokenizer.train_bytes)
-        tok = train_tokenizer(texts, vocab_size=cfg.tokenizer.vocab_size)
-    save_tokenizer(tok, saved)
-    return tok
+    """See `runs.run_tokenizer`; a new BPE is trained on the training text."""
+    texts = lambda: texts_from_manifests(cfg.data.manifests, max_bytes=cfg.tokenizer.train_bytes)
+    return runs.run_tokenizer(
+        run_dir, init_run=cfg.init.from_run, path=cfg.tokenizer.path, train_texts=texts,
+        vocab_size=cfg.tokenizer.vocab_size,
+    )  # fmt: skip
 
 
 def train(cfg: LLMExperiment, *, max_steps: int | None = None) -> loop.Result:

@@ -39,12 +39,7 @@ from foundry.data.robot import RobotConfig, dataset_dims, robot_functions
 from foundry.data.shards import ShardFiles, index_dataset, read_sample
 from foundry.data.sources import check_manifests, training_source, validation_batches
 from foundry.data.tokenizer import (
-    SPECIAL_TOKENS,
-    add_special_tokens,
-    load_tokenizer,
-    save_tokenizer,
     special_ids,
-    train_tokenizer,
 )
 from foundry.infer.policy import InstructionTokenizer
 from foundry.models import llm, vla, vlm
@@ -168,23 +163,12 @@ def instruction_texts(manifests: tuple[str, ...], *, max_samples: int = 5000) ->
 
 
 def resolve_tokenizer(cfg: VLAExperiment, run_dir: Path):
-    """The run's own saved tokenizer (resume), else the init run's, else --tokenizer, else one trained on the
-    instructions; `<obs>` (and the other special tokens) added when missing. Saved as <run_dir>/tokenizer.json."""
-    saved = run_dir / "tokenizer.json"
-    source = cfg.init.from_run or cfg.init.vlm
-    if saved.exists():
-        tok = load_tokenizer(saved)
-    elif source:
-        tok = load_tokenizer(runs.run_file(source, "tokenizer.json"))
-    elif cfg.tokenizer:
-        path = Path(cfg.tokenizer)
-        tok = load_tokenizer(path if path.is_file() else runs.run_file(path, "tokenizer.json"))
-    else:
-        texts = list(instruction_texts(cfg.data.manifests))
-        tok = train_tokenizer(texts, vocab_size=cfg.tokenizer_vocab_size)
-    tok = add_special_tokens(tok, [t for t in SPECIAL_TOKENS if t not in special_ids(tok)])
-    save_tokenizer(tok, saved)
-    return tok
+    """See `runs.run_tokenizer`; a new BPE is trained on the dataset's instructions."""
+    texts = lambda: list(instruction_texts(cfg.data.manifests))
+    return runs.run_tokenizer(
+        run_dir, init_run=cfg.init.from_run or cfg.init.vlm, path=cfg.tokenizer, train_texts=texts,
+        vocab_size=cfg.tokenizer_vocab_size,
+    )  # fmt: skip
 
 
 def resolve_model(cfg: VLAExperiment, tok, dims: tuple[int, int]) -> vla.Config:

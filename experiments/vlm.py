@@ -29,12 +29,7 @@ from foundry.data.config import DataConfig
 from foundry.data.sources import check_manifests, training_source, validation_batches
 from foundry.data.text import texts_from_manifests
 from foundry.data.tokenizer import (
-    SPECIAL_TOKENS,
-    add_special_tokens,
-    load_tokenizer,
-    save_tokenizer,
     special_ids,
-    train_tokenizer,
 )
 from foundry.eval.captions import caption_accuracy, load_scenes
 from foundry.models import llm, vit, vlm
@@ -115,24 +110,12 @@ PRESETS = {
 
 
 def resolve_tokenizer(cfg: VLMExperiment, run_dir: Path):
-    """The run's own saved tokenizer (resume), else the init run's, else --tokenizer, else one trained on the
-    training text; `<image>` (and the other special tokens) added when missing. Saved as <run_dir>/tokenizer.json."""
-    saved = run_dir / "tokenizer.json"
-    source = cfg.init.from_run or cfg.init.llm
-    if saved.exists():
-        tok = load_tokenizer(saved)
-    elif source:
-        tok = load_tokenizer(runs.run_file(source, "tokenizer.json"))
-    elif cfg.tokenizer:
-        path = Path(cfg.tokenizer)
-        tok = load_tokenizer(path if path.is_file() else runs.run_file(path, "tokenizer.json"))
-    else:
-        tok = train_tokenizer(
-            texts_from_manifests(cfg.data.manifests, max_bytes=4_000_000), vocab_size=cfg.tokenizer_vocab_size
-        )
-    tok = add_special_tokens(tok, [t for t in SPECIAL_TOKENS if t not in special_ids(tok)])
-    save_tokenizer(tok, saved)
-    return tok
+    """See `runs.run_tokenizer`; a new BPE is trained on the captions (and any text) of the training data."""
+    texts = lambda: texts_from_manifests(cfg.data.manifests, max_bytes=4_000_000)
+    return runs.run_tokenizer(
+        run_dir, init_run=cfg.init.from_run or cfg.init.llm, path=cfg.tokenizer, train_texts=texts,
+        vocab_size=cfg.tokenizer_vocab_size,
+    )  # fmt: skip
 
 
 def resolve_model(cfg: VLMExperiment, tok) -> vlm.Config:

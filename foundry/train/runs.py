@@ -18,7 +18,16 @@ from typing import Any
 
 import torch
 import tyro
+from tokenizers import Tokenizer
 
+from foundry.data.tokenizer import (
+    SPECIAL_TOKENS,
+    add_special_tokens,
+    load_tokenizer,
+    save_tokenizer,
+    special_ids,
+    train_tokenizer,
+)
 from foundry.train import checkpoint
 from foundry.train.config import RunConfig
 from foundry.train.mfu import measure_peak_flops
@@ -113,3 +122,28 @@ def config_from_dict(cls: type, d: dict) -> Any:
 
 def _tuples(v: Any) -> Any:
     return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+
+
+def run_tokenizer(
+    run_dir: str | Path,
+    *,
+    init_run: str | None,
+    path: str | None,
+    train_texts: Callable[[], Iterable[str]],
+    vocab_size: int,
+) -> Tokenizer:
+    """A run's tokenizer, decided once and saved as <run_dir>/tokenizer.json: the run's own copy (resume),
+    else the init run's (its weights were trained with it), else `path` (a tokenizer.json or a run dir),
+    else a byte-level BPE trained on `train_texts()`. Missing special tokens are added."""
+    saved = Path(run_dir) / "tokenizer.json"
+    if saved.exists():
+        tok = load_tokenizer(saved)
+    elif init_run:
+        tok = load_tokenizer(run_file(init_run, "tokenizer.json"))
+    elif path:
+        tok = load_tokenizer(path if Path(path).is_file() else run_file(path, "tokenizer.json"))
+    else:
+        tok = train_tokenizer(train_texts(), vocab_size=vocab_size)
+    tok = add_special_tokens(tok, [t for t in SPECIAL_TOKENS if t not in special_ids(tok)])
+    save_tokenizer(tok, saved)
+    return tok
