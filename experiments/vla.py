@@ -56,8 +56,11 @@ class VLAInit:
     from_run: str | None = None  # a VLA run (or checkpoint) dir: start from all its params, config and tokenizer
 
 
+# Actions are the poses the demonstration reached over the next steps ("next_pose", relative to the current
+# pose), not the expert's commands: those are far-away targets the env approaches at bounded speed, which a
+# policy cannot infer from the images; reached poses replay the demonstration exactly (tests/sim).
 ROBOT = RobotConfig(
-    action_fields=("action",),
+    action_fields=("next_pose",),
     proprio_fields=("pose",),
     action_horizon=10,
     cameras=("scene", "wrist"),
@@ -65,7 +68,7 @@ ROBOT = RobotConfig(
     image_size=112,
     max_instruction_tokens=24,
     relative_actions=True,
-    relative_fields=("action",),
+    relative_fields=("next_pose",),
     reference_field="pose",
 )
 

@@ -9,7 +9,9 @@ Usage::
 
 A policy is an `ActionChunkPolicy`: `reset(seed=)` at the start of each episode (the episode seed, so a
 stochastic policy is reproducible too) and `act(observation) -> (n, 10)` absolute target poses; the first
-`execute_steps` actions of each chunk run open loop, then the policy re-plans. Policies are built in each
+`execute_steps` actions of each chunk run open loop, then the policy re-plans. Every env observation goes
+to the policy: to `act` when it re-plans, to `observe(observation)` otherwise (a policy with frame history,
+like the trained VLA, records it; the baselines ignore it). Policies are built in each
 worker by a picklable factory `(env) -> ActionChunkPolicy` (the scripted expert reads the env's state; a
 trained or remote policy ignores it): `ExpertPolicy`, `RandomPolicy` and `functools.partial(CallablePolicy,
 fn=...)` are factories themselves, `functools.partial(load_trained_policy, run_dir=...)` loads a trained VLA
@@ -45,11 +47,14 @@ class ActionChunkPolicy(Protocol):
 
     def act(self, observation: dict) -> np.ndarray: ...  # (n, 10) absolute target poses
 
+    def observe(self, observation: dict) -> None:  # an observation while a chunk executes (no re-plan)
+        """Policies without history inherit this no-op by subclassing the protocol."""
+
 
 PolicyFactory = Callable[[TabletopEnv], ActionChunkPolicy]
 
 
-class CallablePolicy:
+class CallablePolicy(ActionChunkPolicy):
     """Adapts `fn(obs) -> (10,) action or (n, 10) chunk` (stateless, or reseeded by nobody) to the protocol."""
 
     def __init__(self, env: TabletopEnv | None = None, *, fn: Callable[[dict], np.ndarray]):
@@ -63,7 +68,7 @@ class CallablePolicy:
         return a[None] if a.ndim == 1 else a
 
 
-class ExpertPolicy:
+class ExpertPolicy(ActionChunkPolicy):
     """The scripted expert as a chunk policy (chunks of one action). It reads `env.state`, so it only works
     with the env it was built for; `noise` > 0 draws its noise from the episode seed."""
 
@@ -78,7 +83,7 @@ class ExpertPolicy:
         return self.fn(observation)[None]  # (1, 10)
 
 
-class RandomPolicy:
+class RandomPolicy(ActionChunkPolicy):
     """Baseline `foundry.sim.rollout.random_policy` (a random target pose held for `hold` steps) as a chunk
     policy, reseeded per episode."""
 
@@ -142,11 +147,14 @@ def run_episode(
             chunk = np.asarray(policy.act(obs), dtype=np.float32)
             if chunk.ndim != 2 or chunk.shape[0] < 1 or chunk.shape[1] != 10:
                 raise ValueError(f"policy.act returned shape {chunk.shape}, want (n >= 1, 10)")
-            for action in chunk[:execute_steps]:
+            todo = chunk[:execute_steps]
+            for i, action in enumerate(todo):
                 obs, _, info = env.step(action)
                 steps, success = steps + 1, bool(info["success"])
                 if success or steps >= limit:
                     break
+                if i + 1 < len(todo):  # the last one goes to act
+                    policy.observe(obs)
         failure = None if success else "timeout"
     except Exception as e:  # the evaluation goes on; the record says why this episode failed
         failure = f"exception: {type(e).__name__}: {e}"[:300]

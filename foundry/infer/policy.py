@@ -7,11 +7,11 @@ exactly as the robot data pipeline (`foundry.data.robot`) does for training:
 
 - images: `obs["images"][cam]` (H, W, 3) uint8 per camera of `robot.cameras`, through
   `foundry.data.images.preprocess` (the training code path), camera-major over `robot.image_offsets`. A
-  negative offset -k is the frame seen k `act` calls ago (the evaluator calls `act` once per executed
-  chunk, so that is `execute_steps` env steps back, not k); at the start of an episode the first frame
-  is repeated.
+  negative offset -k is the frame k observations back, counting every observation given to `act` or
+  `observe` (the evaluator gives each env step's observation to one of them, so -k is k env steps back,
+  as in training); at the start of an episode the first frame is repeated.
 - proprioception: `obs[field]` per `robot.proprio_fields`, normalized with the run's `Normalizer` (past steps,
-  if the model uses any, are the poses of earlier calls, as the images).
+  if the model uses any, come from earlier observations, as the images).
 - the instruction (`instruction=` or `obs["instruction"]`), tokenized by the run's tokenizer, cut to
   `robot.max_instruction_tokens`; the prompt is laid out by `vla.prompt`.
 
@@ -25,6 +25,8 @@ Usage::
     policy = Policy.load("runs/vla-tabletop")
     policy.reset(seed=3)
     chunk = policy.act(env.reset(seed=3, task="push"))       # (10, 10) absolute target poses
+    obs, done, info = env.step(chunk[0])
+    policy.observe(obs)                                       # steps executed without re-planning
     evaluate(functools.partial(load_trained_policy, run_dir="runs/vla-tabletop"), EvalConfig(...))
 """
 
@@ -151,7 +153,7 @@ class Policy:
         self._proprio: list[np.ndarray] = []
 
     def _history(self, past: list[np.ndarray], current: np.ndarray, offset: int) -> np.ndarray:
-        """The value `-offset` calls ago (`past` oldest first), the oldest one at the episode start."""
+        """The value `-offset` observations ago (`past` oldest first), the oldest one at the episode start."""
         if offset >= 0:
             return current
         return past[max(len(past) + offset, 0)] if past else current
@@ -228,10 +230,17 @@ class Policy:
             self.params, self.cfg, batch, key=key, steps=self.sample_steps, compiled=self.compiled
         )[0]
         actions = self.postprocess(chunk, observation)
-        # Remember this call's frames and proprio for the negative offsets of later calls.
+        self._remember(frames, observation)
+        self._calls += 1
+        return actions if self.execute_steps is None else actions[: self.execute_steps]
+
+    def observe(self, observation: dict) -> None:
+        """Record an observation the policy does not act on (a step of an executing chunk), so the
+        negative image and proprio offsets of the next `act` count env steps, as in training."""
+        self._remember(self._current_frames(observation), observation)
+
+    def _remember(self, frames: dict[str, np.ndarray], observation: dict) -> None:
         keep = max([-o for o in self.robot.image_offsets] + [self.robot.past_steps, 0])
         for cam, frame in frames.items():
             self._frames[cam] = ([*self._frames.get(cam, []), frame])[-keep:] if keep else []
         self._proprio = ([*self._proprio, self._current_proprio(observation)])[-keep:] if keep else []
-        self._calls += 1
-        return actions if self.execute_steps is None else actions[: self.execute_steps]

@@ -15,6 +15,7 @@ Usage::
 Protocol (every response is a JSON object; errors are {"error": message} with a 4xx/5xx status):
   GET  /health -> {"status": "ok"}
   POST /reset  {"seed": int | null}                     -> {"status": "ok"}
+  POST /observe  (the body of /act)                     -> {"status": "ok"}   # a step executed without re-planning
   POST /act    {"images": {camera: base64 PNG/JPEG | nested list (H, W, 3) of 0..255},
                 "pose" (or "proprio"): [10 floats], "instruction": str, "task"?: str}
                -> {"actions": [[10 floats], ...]}   # (n, 10) absolute target poses
@@ -108,11 +109,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/health":
             return self._reply(200, {"status": "ok"})
-        self._reply(404, {"error": f"unknown path {self.path!r}; GET /health, POST /act or /reset"})
+        self._reply(404, {"error": f"unknown path {self.path!r}; GET /health, POST /act, /observe or /reset"})
 
     def do_POST(self):
-        if self.path not in ("/act", "/reset"):
-            return self._reply(404, {"error": f"unknown path {self.path!r}; POST /act or /reset"})
+        if self.path not in ("/act", "/observe", "/reset"):
+            return self._reply(404, {"error": f"unknown path {self.path!r}; POST /act, /observe or /reset"})
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -133,6 +134,10 @@ class _Handler(BaseHTTPRequestHandler):
                     app.policy.reset(seed=seed)
                 return self._reply(200, {"status": "ok"})
             obs = decode_observation(body, app.pose_dim)
+            if self.path == "/observe":
+                with app.lock:
+                    app.policy.observe(obs)
+                return self._reply(200, {"status": "ok"})
             with app.lock:
                 chunk = np.asarray(app.policy.act(obs), dtype=np.float64)
             if chunk.ndim != 2 or chunk.shape[0] < 1 or chunk.shape[1] != 10 or not np.isfinite(chunk).all():
@@ -146,7 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @dataclasses.dataclass
 class PolicyServer:
-    """Serves `policy` (an ActionChunkPolicy: `reset(seed=)`, `act(obs) -> (n, 10)`) in a background thread."""
+    """Serves `policy` (an ActionChunkPolicy: `reset(seed=)`, `act(obs) -> (n, 10)`, `observe(obs)`) in a
+    background thread."""
 
     policy: object
     host: str = "127.0.0.1"  # loopback: set "0.0.0.0" only on a trusted network (no authentication)
@@ -225,13 +231,21 @@ class PolicyClient:
 
     def act(self, observation: dict) -> np.ndarray:
         """observation (as from `TabletopEnv`: images (H, W, 3) uint8 or base64 strings) -> (n, 10) float32."""
-        images = observation.get("images", {})  # arrays are sent as PNG, strings as they are (encoded already)
-        payload = {"images": {cam: v if isinstance(v, str) else encode_image(v) for cam, v in images.items()},
-                   "pose": np.asarray(observation["pose"], dtype=np.float64).tolist(),
-                   "instruction": observation["instruction"]}  # fmt: skip
-        if "task" in observation:
-            payload["task"] = observation["task"]
-        return np.asarray(self._request("/act", payload)["actions"], dtype=np.float32)
+        return np.asarray(self._request("/act", _observation_payload(observation))["actions"], dtype=np.float32)
+
+    def observe(self, observation: dict) -> None:
+        """Tell the policy about a step executed without re-planning (its frame history)."""
+        self._request("/observe", _observation_payload(observation))
+
+
+def _observation_payload(observation: dict) -> dict:
+    images = observation.get("images", {})  # arrays are sent as PNG, strings as they are (encoded already)
+    payload = {"images": {cam: v if isinstance(v, str) else encode_image(v) for cam, v in images.items()},
+               "pose": np.asarray(observation["pose"], dtype=np.float64).tolist(),
+               "instruction": observation["instruction"]}  # fmt: skip
+    if "task" in observation:
+        payload["task"] = observation["task"]
+    return payload
 
 
 class RemotePolicy:
@@ -246,6 +260,9 @@ class RemotePolicy:
 
     def act(self, observation: dict) -> np.ndarray:
         return self.client.act(observation)
+
+    def observe(self, observation: dict) -> None:
+        self.client.observe(observation)
 
 
 def main(policy: str = "random", host: str = "127.0.0.1", port: int = 8700) -> None:

@@ -7,7 +7,7 @@ Usage:
     python -m foundry.sim.make_demos --out data/pick --tasks place_in_bowl stack --noise 0.5 --image-size 128
 
 Writes `OUT/train` and `OUT/val` (each `manifest.jsonl` + `<split>-NNNNN.tar` shards + `stats.json`, the
-normalization statistics of `foundry.data.robot_stats` including "action_rel") and `OUT/config.json` (this
+normalization statistics of `foundry.data.robot_stats` including "action_rel" and "next_pose_rel") and `OUT/config.json` (this
 config). Episode j of a split runs task `tasks[j % len(tasks)]` (round robin, so tasks are balanced) from
 the env seed `SeedSequence([seed, split, j, attempt])` (train 0, val 1: disjoint streams); its id is
 `<task>-<split>-<j:06d>`. Success: by default only successful demonstrations are kept: a failed attempt is
@@ -41,6 +41,7 @@ from foundry.sim.rollout import expert_episode
 from foundry.sim.tabletop import TASK_FAMILIES, TabletopConfig
 
 SPLITS = {"train": 0, "val": 1}  # the seed stream of each split
+RELATIVE_FIELDS = ("action", "next_pose")  # also summarized relative to the anchor pose (robot_stats)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +180,7 @@ def make_demos(cfg: MakeDemosConfig, log: Callable[[str], None] | None = None) -
         samples = split_samples(cfg, split, n, counts, log)
         manifest = write_robot_samples(samples, out / split, samples_per_shard=cfg.samples_per_shard, prefix=split,
                                        shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, log=log)  # fmt: skip
-        robot_stats(RobotStatsConfig(dataset=str(out / split)), log=log)
+        robot_stats(RobotStatsConfig(dataset=str(out / split), relative_fields=RELATIVE_FIELDS), log=log)
         entries = read_manifest(manifest)
         summary["splits"][split] = {
             "episodes": sum(counts[t, "episodes"] for t in cfg.tasks),

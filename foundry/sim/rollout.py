@@ -4,14 +4,20 @@ Usage::
 
     cfg = TabletopConfig(image_size=64)
     ep, ok = expert_episode(cfg, seed=7, task="place_in_bowl", noise=0.5)
-    ep.lowdim["pose"].shape, ep.lowdim["action"].shape      # (T, 10), (T, 10)
+    ep.lowdim["pose"].shape, ep.lowdim["action"].shape      # (T, 10), (T, 10); also "next_pose" (T, 10)
     ep.images["scene"].shape                                 # (T, 64, 64, 3) uint8
 
     env = TabletopEnv(cfg)
     ep, ok = rollout(env, random_policy(0), seed=7, task="push")   # baseline for closed-loop evaluation
 
-Step t of an episode holds the observation before action t (pose, images) and action t itself, so an
-episode that succeeds after T actions has T steps; the observation after the last action is not kept.
+Step t of an episode holds the observation before action t (pose, images), action t itself (the commanded
+target pose) and "next_pose", the pose reached after action t (= pose t + 1). An episode that succeeds
+after T actions has T steps; of the observation after the last action only its pose is kept (next_pose).
+
+"action" is what the expert commanded, often a far target that the env approaches at bounded speed;
+"next_pose" is the motion it produced. Commanding next_pose t at step t replays the episode exactly (the
+env reaches any pose within one step's speed limits), so next_pose chunks are actions a policy can
+learn from the demonstrations without guessing the expert's far-away, phase-dependent targets.
 A policy is any `obs -> (10,) action` callable (obs as returned by `TabletopEnv.reset/step`).
 """
 
@@ -38,7 +44,7 @@ def rollout(
     obs = env.reset(seed=seed, task=task)
     assert env.spec is not None
     limit = env.cfg.max_steps if max_steps is None else max_steps
-    poses, actions = [], []
+    poses, actions, reached = [], [], []
     frames: dict[str, list[np.ndarray]] = {cam: [] for cam in obs["images"]}
     success = False
     for _ in range(limit):
@@ -50,13 +56,14 @@ def rollout(
         for cam, img in obs["images"].items():
             frames[cam].append(img)
         obs, done, info = env.step(action)
+        reached.append(obs["pose"])
         success = bool(info["success"])
         if done:
             break
     t = len(actions)
     ep = Episode(
         episode_id=f"{task}-{seed:06d}",
-        lowdim={"pose": np.stack(poses), "action": np.stack(actions)},  # (T, 10) each, float32
+        lowdim={"pose": np.stack(poses), "action": np.stack(actions), "next_pose": np.stack(reached)},  # (T, 10)
         images={cam: np.stack(f) for cam, f in frames.items()},  # (T, H, W, 3) uint8
         instructions={"original": [env.spec.instruction], "randomized": list(env.spec.paraphrases)},
         metadata={"task": task, "seed": seed, "success": success, "steps": t, "image_size": env.cfg.image_size},

@@ -65,6 +65,24 @@ def test_chunks_run_open_loop_then_replan():
     assert len(calls) == 4 + 2  # chunks of 5 < execute_steps: re-plan after each chunk
 
 
+def test_every_observation_goes_to_act_or_observe():
+    seen = []
+
+    class Spy(CallablePolicy):
+        def act(self, obs):
+            seen.append(("act", obs["pose"]))
+            return np.repeat(np.asarray(obs["pose"])[None], 4, 0)
+
+        def observe(self, obs):
+            seen.append(("observe", obs["pose"]))
+
+    env = TabletopEnv(FAST)
+    first = env.reset(seed=0, task="lift")["pose"]
+    run_episode(env, Spy(fn=None), task="lift", seed=0, execute_steps=3, max_steps=7)
+    assert [k for k, _ in seen] == ["act", "observe", "observe", "act", "observe", "observe", "act"]
+    np.testing.assert_array_equal(seen[0][1], first)
+
+
 def test_policy_errors_become_failures():
     env = TabletopEnv(FAST)
     boom = CallablePolicy(fn=lambda obs: 1 / 0)

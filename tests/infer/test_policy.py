@@ -47,7 +47,7 @@ def observation(seed=1, task="push"):
 
 def test_a_loaded_policy_matches_the_in_memory_model(run_dir):
     policy = Policy.load(run_dir)
-    for name in ("reset", "act"):  # the ActionChunkPolicy protocol (not runtime-checkable)
+    for name in ("reset", "act", "observe"):  # the ActionChunkPolicy protocol
         assert callable(getattr(policy, name))
     obs = observation()
     policy.reset(seed=5)
@@ -68,7 +68,7 @@ def test_a_loaded_policy_matches_the_in_memory_model(run_dir):
         "instruction_ids": torch.tensor([ids]),
     }
     chunk = vla.sample_actions(params, cfg, batch, key=rng.fold_in(rng.key(5), 0), steps=4, compiled=False)[0]
-    rel = norm.unnormalize(chunk.double().numpy(), "action_rel")
+    rel = norm.unnormalize(chunk.double().numpy(), "next_pose_rel")  # the preset's action field
     want = compose_pose(obs["pose"].astype(np.float64), rel)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
@@ -76,18 +76,23 @@ def test_a_loaded_policy_matches_the_in_memory_model(run_dir):
     np.testing.assert_array_equal(policy.act(obs), got)
 
 
-def test_act_returns_finite_chunks_and_keeps_the_previous_frame(run_dir):
+def test_act_returns_finite_chunks_and_the_previous_frame_is_one_step_back(run_dir):
     policy = Policy.load(run_dir, execute_steps=3)
     env = TabletopEnv(TabletopConfig(image_size=32))
     obs = env.reset(seed=2, task="lift")
     policy.reset(seed=0)
     first = policy.act(obs)
     assert first.shape == (3, 10) and np.isfinite(first).all()
+    np.testing.assert_array_equal(policy.inputs(obs)["images"][0, 0].numpy(), policy.inputs(obs)["images"][0, 1])
+    frames = []
     for action in first:
         obs, _, _ = env.step(action)
-    batch = policy.inputs(obs)  # t-1 frames are the ones seen at the last call
-    scene0 = preprocess(env.reset(seed=2, task="lift")["images"]["scene"], size=32)
-    np.testing.assert_array_equal(batch["images"][0, 0].numpy(), scene0)
+        frames.append(obs["images"]["scene"])
+        if len(frames) < len(first):
+            policy.observe(obs)
+    batch = policy.inputs(obs)  # image offset -1 is the frame one env step back, as in training
+    np.testing.assert_array_equal(batch["images"][0, 0].numpy(), preprocess(frames[-2], size=32))
+    np.testing.assert_array_equal(batch["images"][0, 1].numpy(), preprocess(frames[-1], size=32))
     assert np.isfinite(policy.act(obs, instruction="lift the red cube")).all()
 
 

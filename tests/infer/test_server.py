@@ -19,7 +19,7 @@ class Recorder:
     """Returns a chunk built from the pose; remembers what it saw; misbehaves on request."""
 
     def __init__(self):
-        self.seen, self.seeds = [], []
+        self.seen, self.seeds, self.observed = [], [], []
 
     def reset(self, *, seed=None):
         self.seeds.append(seed)
@@ -31,6 +31,9 @@ class Recorder:
         if obs["instruction"] == "bad shape":
             return np.zeros((3, 4))
         return np.stack([obs["pose"], obs["pose"] + 1])  # (2, 10)
+
+    def observe(self, obs):
+        self.observed.append(obs)
 
 
 @pytest.fixture
@@ -66,6 +69,9 @@ def test_round_trip_with_images(served):
     assert seen["instruction"] == obs["instruction"] and seen["task"] == "stack"
     assert set(seen["images"]) == {"scene", "wrist"}
     np.testing.assert_array_equal(seen["images"]["wrist"], obs["images"]["wrist"])  # PNG is lossless
+    client.observe(obs)  # a step executed without re-planning reaches the policy's history
+    assert len(policy.observed) == 1 and len(policy.seen) == 1
+    np.testing.assert_array_equal(policy.observed[0]["images"]["scene"], obs["images"]["scene"])
     # nested lists work too, "proprio" stands for "pose"
     body = {"images": {"scene": obs["images"]["scene"].tolist()}, "proprio": obs["pose"].tolist(), "instruction": "x"}
     status, reply = post(server.url, "/act", json.dumps(body).encode())

@@ -37,7 +37,7 @@ def test_expert_episode_is_reproducible_and_well_formed():
     again, _ = expert_episode(cfg, 4, "place_in_bowl", noise=0.5)
     t = ep.length
     assert ok and ep.metadata == {**again.metadata, "task": "place_in_bowl", "seed": 4, "steps": t, "success": True}
-    for name in ("pose", "action"):
+    for name in ("pose", "action", "next_pose"):
         assert ep.lowdim[name].shape == (t, 10) and ep.lowdim[name].dtype == np.float32
         np.testing.assert_array_equal(ep.lowdim[name], again.lowdim[name])
     for cam in ("scene", "wrist"):
@@ -62,3 +62,16 @@ def test_rollout_records_observation_before_each_action():
     assert ok and info["success"] and done and ep.images == {}
     short, ok = rollout(env, random_policy(0), seed=2, task="push", max_steps=5)
     assert short.length == 5 and not ok
+
+
+@pytest.mark.parametrize("task", TASK_FAMILIES)
+def test_commanding_next_pose_replays_the_episode(task):
+    """next_pose t is pose t + 1, and commanding it reproduces the demonstration's motion and outcome."""
+    env = TabletopEnv(FAST)
+    ep, ok = expert_episode(FAST, 3, task, noise=0.5)
+    np.testing.assert_array_equal(ep.lowdim["next_pose"][:-1], ep.lowdim["pose"][1:])
+    env.reset(seed=3, task=task)
+    for t, a in enumerate(ep.lowdim["next_pose"]):
+        obs, done, info = env.step(a)
+        np.testing.assert_allclose(obs["pose"], a, atol=1e-6, err_msg=f"{task}: step {t}")
+    assert ok and info["success"] and done
