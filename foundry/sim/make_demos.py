@@ -7,14 +7,14 @@ Usage:
     python -m foundry.sim.make_demos --out data/pick --tasks place_in_bowl stack --noise 0.5 --image-size 128
 
 Writes `OUT/train` and `OUT/val` (each `manifest.jsonl` + `<split>-NNNNN.tar` shards + `stats.json`, the
-normalization statistics of `foundry.data.robot_stats` including "action_rel" and "next_pose_rel") and `OUT/config.json` (this
-config). Episode j of a split runs task `tasks[j % len(tasks)]` (round robin, so tasks are balanced) from
-the env seed `SeedSequence([seed, split, j, attempt])` (train 0, val 1: disjoint streams); its id is
-`<task>-<split>-<j:06d>`. Success: by default only successful demonstrations are kept: a failed attempt is
-retried with the next attempt's seed, up to `max_attempts`, and the episode is dropped if all fail (rare:
-the experts succeed ~100% at noise <= 0.5). With `--keep-failed` the first attempt is kept whatever its
-outcome. Either way every sample's `metadata.json` records the episode's task, env seed, attempt, noise,
-steps and `success`, and the summary reports the success rate per task (successes / attempts).
+normalization statistics of `foundry.data.robot_stats`, "action_rel" and "next_pose_rel" included) and
+`OUT/config.json` (this config). Episode j of a split runs task `tasks[j % len(tasks)]` (round robin, so tasks
+are balanced) from the env seed `SeedSequence([seed, split, j, attempt])` (train 0, val 1: disjoint streams);
+its id is `<task>-<split>-<j:06d>`. Success: by default only successful demonstrations are kept: a failed
+attempt is retried with the next attempt's seed, up to `max_attempts`, and the episode is dropped if all fail
+(rare: the experts succeed ~100% at noise <= 0.5). With `--keep-failed` the first attempt is kept whatever its
+outcome. Either way every sample's `metadata.json` records the episode's task, env seed, attempt, noise, steps
+and `success`, and the summary reports the success rate per task (successes / attempts).
 
 Episodes are simulated, rendered and encoded (`episode_samples`) in `workers` processes, `chunk` episodes
 per task, and written by this process in episode order (through a seeded shuffle buffer), so the output

@@ -10,6 +10,10 @@ Usage:
 
     aim up --repo runs/llm/aim --host 127.0.0.1    # browse; the repo defaults to <run_dir>/aim
 
+`make_tracker` also writes every metric and text to `<run_dir>/metrics.jsonl` (one JSON object per call,
+appended; `read_metrics` reads it back, later records of a step replacing earlier ones after a resume), so
+a run's curves can be plotted without Aim (the pipeline report does).
+
 `make_tracker("aim", ...)` stores the Aim run hash in `<run_dir>/aim_run_hash.txt`, so a resumed training
 appends to the same Aim run (Aim also reopens a run whose process was SIGKILLed).
 
@@ -20,6 +24,7 @@ to be up to date: `aim storage reindex --yes` (or `aim up`, whose indexer does i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -27,6 +32,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 HASH_FILE = "aim_run_hash.txt"
+METRICS_FILE = "metrics.jsonl"
 
 
 class Tracker(Protocol):
@@ -109,6 +115,79 @@ class AimTracker:
             self._run.close()
 
 
+class MetricsFile:
+    """Appends metrics and texts to a JSON-lines file: {"step", "context", "metrics"} or {"step", "text": {name:
+    text}}; flushed per call, so an interrupted run keeps what it logged."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a")
+
+    def _write(self, record: dict) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass  # the run directory's config.json holds them
+
+    def log(self, metrics: Mapping[str, Any], *, step: int, context: Mapping[str, Any] | None = None) -> None:
+        values = {k: to_float(v) for k, v in metrics.items() if v is not None}
+        self._write({"step": int(step), "context": dict(context or {}), "metrics": values})
+
+    def log_text(self, name: str, text: str, *, step: int) -> None:
+        self._write({"step": int(step), "text": {name: text}})
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Trackers:
+    """Several trackers as one."""
+
+    def __init__(self, *trackers: Tracker):
+        self.trackers = trackers
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        for t in self.trackers:
+            t.log_params(params)
+
+    def log(self, metrics: Mapping[str, Any], *, step: int, context: Mapping[str, Any] | None = None) -> None:
+        for t in self.trackers:
+            t.log(metrics, step=step, context=context)
+
+    def log_text(self, name: str, text: str, *, step: int) -> None:
+        for t in self.trackers:
+            t.log_text(name, text, step=step)
+
+    def close(self) -> None:
+        for t in self.trackers:
+            t.close()
+
+
+def read_metrics(path: str | Path) -> tuple[dict[str, dict[str, list[tuple[int, float]]]], dict[str, list]]:
+    """A `metrics.jsonl` -> ({subset: {metric: [(step, value)] by step}}, {text name: [(step, text)]}); of
+    records repeated for one step (a resumed run redoes the steps after its last checkpoint) the last wins.
+    A truncated last line (a killed process) is ignored."""
+    series: dict[str, dict[str, dict[int, float]]] = {}
+    texts: dict[str, dict[int, str]] = {}
+    for line in Path(path).read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        step = int(record["step"])
+        for name, text in record.get("text", {}).items():
+            texts.setdefault(name, {})[step] = text
+        subset = str(record.get("context", {}).get("subset", ""))
+        for name, value in record.get("metrics", {}).items():
+            series.setdefault(subset, {}).setdefault(name, {})[step] = value
+    ordered = lambda d: sorted(d.items())
+    return {s: {m: ordered(v) for m, v in ms.items()} for s, ms in series.items()}, {
+        n: ordered(v) for n, v in texts.items()
+    }
+
+
 def to_float(value: Any) -> float | None:
     """A metric value as a Python float (NaN/inf kept), or None for None."""
     if value is None:
@@ -141,19 +220,21 @@ def make_tracker(
     experiment: str,
     tags: Sequence[str] = (),
 ) -> Tracker:
-    """The tracker for a training run; with "aim", a resumed run (same `run_dir`) continues its Aim run."""
-    if kind == "none":
-        return NullTracker()
-    if kind != "aim":
+    """The tracker for a training run: `<run_dir>/metrics.jsonl` and, with "aim", an Aim run (a resumed run,
+    same `run_dir`, continues its Aim run)."""
+    if kind not in ("aim", "none"):
         raise ValueError(f"unknown tracker {kind!r}; choose 'aim' or 'none'")
     run_dir = Path(run_dir)
+    metrics = MetricsFile(run_dir / METRICS_FILE)
+    if kind == "none":
+        return metrics
     hash_file = run_dir / HASH_FILE
     run_hash = hash_file.read_text().strip() if hash_file.is_file() else None
     tracker = AimTracker(repo or run_dir / "aim", experiment=experiment, run_hash=run_hash or None, tags=tags)
     if run_hash != tracker.run_hash:
         run_dir.mkdir(parents=True, exist_ok=True)
         hash_file.write_text(tracker.run_hash + "\n")
-    return tracker
+    return Trackers(tracker, metrics)
 
 
 def index_aim_run(repo: str | Path, run_hash: str) -> None:

@@ -14,13 +14,29 @@ from foundry.train import tracking
 
 
 def test_null_tracker_accepts_everything(tmp_path):
-    tracker = tracking.make_tracker("none", run_dir=tmp_path, repo=None, experiment="x")
-    assert isinstance(tracker, tracking.NullTracker)
+    tracker = tracking.NullTracker()
     tracker.log_params({"a": {"b": 1}})
     tracker.log({"loss": 1.0}, step=0, context={"subset": "train"})
     tracker.log_text("sample", "hello", step=0)
     tracker.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_metrics_file_reads_back_and_the_last_record_of_a_step_wins(tmp_path):
+    tracker = tracking.make_tracker("none", run_dir=tmp_path, repo=None, experiment="x")
+    tracker.log({"loss": torch.tensor(2.0), "lr": 1e-3}, step=10, context={"subset": "train"})
+    tracker.log({"loss": 1.5, "skipped": None}, step=20, context={"subset": "train"})
+    tracker.log({"loss": 1.7}, step=20, context={"subset": "val"})
+    tracker.log_text("sample", "To be", step=20)
+    tracker.close()
+    resumed = tracking.make_tracker("none", run_dir=tmp_path, repo=None, experiment="x")  # appends
+    resumed.log({"loss": 1.4}, step=20, context={"subset": "train"})  # the step redone after a resume
+    resumed.close()
+    with (tmp_path / tracking.METRICS_FILE).open("a") as f:
+        f.write('{"step": 30, "metr')  # a process killed mid-line
+    series, texts = tracking.read_metrics(tmp_path / tracking.METRICS_FILE)
+    assert series == {"train": {"loss": [(10, 2.0), (20, 1.4)], "lr": [(10, 1e-3)]}, "val": {"loss": [(20, 1.7)]}}
+    assert texts == {"sample": [(20, "To be")]}
 
 
 def test_unknown_kind_and_value_conversion(tmp_path):
@@ -48,10 +64,11 @@ def test_aim_run_resumes_and_reads_back(tmp_path):
     tracker.close()
     tracker.close()  # idempotent
     run_hash = (run_dir / tracking.HASH_FILE).read_text().strip()
-    assert run_hash == tracker.run_hash
+    aim_tracker, metrics_file = tracker.trackers  # Aim and metrics.jsonl
+    assert run_hash == aim_tracker.run_hash and metrics_file.path == run_dir / tracking.METRICS_FILE
 
     resumed = tracking.make_tracker("aim", run_dir=run_dir, repo=None, experiment="unit", tags=["tiny"])
-    assert resumed.run_hash == run_hash
+    assert resumed.trackers[0].run_hash == run_hash
     resumed.log({"loss": 2.0}, step=2, context={"subset": "train"})
     resumed.close()
 
