@@ -11,13 +11,14 @@ transformers = pytest.importorskip(
 )
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from experiments import export_hf
 from experiments import llm as llm_exp
 from experiments import vlm as vlm_exp
 from foundry import tree
 from foundry.data.make_shapes import MakeShapesConfig, make_shapes
 from foundry.data.tokenizer import SPECIAL_TOKENS, load_tokenizer
-from foundry.models import hf_llm
-from foundry.train import checkpoint
+from foundry.models import hf_llm, llm
+from foundry.train import checkpoint, runs
 from foundry.train.config import RunConfig
 
 
@@ -76,6 +77,15 @@ def test_llm_then_vlm_start_from_hugging_face_directories(shapes, hf_llama, tmp_
     params = saved.state["params"]
     assert tree.allclose(params["blocks"], imported.params["blocks"], atol=1e-6)  # lr 1e-12: still the import
     assert torch.allclose(params["embed"]["w"][:300], imported.params["embed"]["w"], atol=1e-6)
+
+    # Exported back, the run loads in transformers and gives the same logits; its tokenizer goes along.
+    out = export_hf.export(export_hf.ExportConfig(run=str(tmp_path / "llm"), out=str(tmp_path / "export")))
+    assert (out / "tokenizer.json").read_text() == (tmp_path / "llm/tokenizer.json").read_text()
+    model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.tensor([tok.encode("a red circle").ids])
+    mcfg = runs.config_from_dict(llm.Config, saved.config["model"])
+    with torch.no_grad():
+        assert (model(input_ids=ids).logits - llm.apply(params, mcfg, ids)["logits"]).abs().max() <= 1e-4
 
     # The VLM composes --init.llm (that run) with --init.hf-vision (a SigLIP tower, 32 px, patch 8).
     torch.manual_seed(1)
