@@ -6,6 +6,9 @@ Usage:
     python experiments/llm.py llm-shakespeare                      # ~10 min on 2 CPU cores
     python experiments/llm.py llm-shakespeare --train.total-train-samples 8192 --run-dir runs/x
     python experiments/llm.py llm-debug --print-config         # show the resolved config, no training
+    # start from pretrained weights: a Hugging Face Llama/Qwen2/Qwen3 directory (config.json, *.safetensors,
+    # tokenizer.json); the model shape comes from its config.json, the training setup from the preset
+    python experiments/llm.py llm-shakespeare --init.hf ~/models/SmolLM2-135M --run-dir runs/llm-smol
 
 Running the same command again resumes the run directory from its newest checkpoint.
 """
@@ -26,7 +29,7 @@ from foundry.data.sources import check_manifests, training_source, validation_ba
 from foundry.data.text import text_functions, texts_from_manifests
 from foundry.data.tokenizer import special_ids
 from foundry.infer.generate import Sampling, generate
-from foundry.models import llm
+from foundry.models import hf_llm, llm
 from foundry.train import checkpoint, loop, runs
 from foundry.train.config import AdamWConfig, RunConfig, ScheduleConfig, TrainConfig
 from foundry.train.mfu import compute_dtype
@@ -44,6 +47,9 @@ class TokenizerConfig:
 @dataclasses.dataclass(frozen=True)
 class InitConfig:
     from_run: str | None = None  # start from another run's weights (run or checkpoint dir) and tokenizer
+    # A Hugging Face Llama/Qwen2/Qwen3 directory: its config.json replaces the preset's model shape, its
+    # weights start the run and its tokenizer.json (or --tokenizer.path) is the run's tokenizer.
+    hf: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,12 +119,47 @@ DATA_HINT = (
 
 
 def resolve_tokenizer(cfg: LLMExperiment, run_dir: Path):
-    """See `runs.run_tokenizer`; a new BPE is trained on the training text."""
+    """See `runs.run_tokenizer`; a new BPE is trained on the training text. With --init.hf the checkpoint's
+    tokenizer.json (or --tokenizer.path): its embedding rows belong to those ids."""
     texts = lambda: texts_from_manifests(cfg.data.manifests, max_bytes=cfg.tokenizer.train_bytes)
+    path = cfg.tokenizer.path
+    if cfg.init.hf and path is None:
+        path = str(Path(cfg.init.hf) / "tokenizer.json")
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"--init.hf {cfg.init.hf} has no tokenizer.json; its embeddings need the tokenizer they were "
+                "trained with: pass it with --tokenizer.path"
+            )
     return runs.run_tokenizer(
-        run_dir, init_run=cfg.init.from_run, path=cfg.tokenizer.path, train_texts=texts,
-        vocab_size=cfg.tokenizer.vocab_size,
+        run_dir, init_run=cfg.init.from_run, path=path, train_texts=texts, vocab_size=cfg.tokenizer.vocab_size,
     )  # fmt: skip
+
+
+def import_hf(cfg: LLMExperiment) -> hf_llm.Imported | None:
+    """The --init.hf checkpoint (fp32), its notes printed; None without --init.hf."""
+    if not cfg.init.hf:
+        return None
+    if cfg.init.from_run:
+        raise ValueError("--init.hf and --init.from-run both give the starting weights: choose one")
+    imported = hf_llm.load(cfg.init.hf, dtype=torch.float32)
+    for note in imported.notes:
+        print(f"llm: --init.hf {cfg.init.hf}: {note}")
+    return imported
+
+
+def resolve_model(cfg: LLMExperiment, tok, imported: hf_llm.Imported | None) -> llm.Config:
+    """The model config: the preset's, or the imported checkpoint's shape (see `runs.imported_model_config`);
+    the vocabulary from the tokenizer (at least the checkpoint's, which may be padded beyond it)."""
+    mcfg = cfg.model
+    if imported is not None:
+        presets = [*llm.PRESETS.values(), *(c.model for _, c in PRESETS.values())]
+        mcfg = runs.imported_model_config(
+            mcfg, imported.cfg, presets=presets, keep=("max_seq_len", "init_std"), flag="--init.hf", source=cfg.init.hf
+        )  # fmt: skip
+        return dataclasses.replace(mcfg, vocab_size=max(mcfg.vocab_size, tok.get_vocab_size()))
+    if mcfg.vocab_size == 0:
+        mcfg = dataclasses.replace(mcfg, vocab_size=tok.get_vocab_size())
+    return mcfg
 
 
 def train(cfg: LLMExperiment, *, max_steps: int | None = None) -> loop.Result:
@@ -127,9 +168,9 @@ def train(cfg: LLMExperiment, *, max_steps: int | None = None) -> loop.Result:
     check_manifests((*cfg.data.manifests, *cfg.data.val_manifests), hint=DATA_HINT)
     run_dir = Path(cfg.run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    imported = import_hf(cfg)
     tok = resolve_tokenizer(cfg, run_dir)
-    if cfg.model.vocab_size == 0:
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.get_vocab_size()))
+    cfg = dataclasses.replace(cfg, model=resolve_model(cfg, tok, imported))
     mcfg, tcfg, device = cfg.model, cfg.train, cfg.run.device
     tracker = runs.start(cfg.run, experiment="llm", config=runs.to_dict(cfg), tags=("llm",))
 
@@ -138,6 +179,10 @@ def train(cfg: LLMExperiment, *, max_steps: int | None = None) -> loop.Result:
     if cfg.init.from_run:
         loaded = checkpoint.load_params(cfg.init.from_run)
         checkpoint.check_compatible(params, loaded, what="params", source=cfg.init.from_run)
+        params = loaded
+    if imported is not None:  # the tokenizer may have grown by our special tokens: new rows = mean row
+        loaded = llm.resize_vocab(imported.params, imported.cfg, mcfg.vocab_size)
+        checkpoint.check_compatible(params, loaded, what="params", source=cfg.init.hf)
         params = loaded
     params = tree.map(lambda x: x.to(device), params)
     optimizer = AdamW(tcfg.optimizer, params)

@@ -9,6 +9,9 @@ Usage:
     python experiments/vlm.py vlm-shapes --init.llm runs/llm-shakespeare --run-dir runs/vlm-align \
         --train.optimizer.frozen '^vit\\.' '^llm\\.'
     python experiments/vlm.py vlm-shapes --init.from-run runs/vlm-align --run-dir runs/vlm-full
+    # a pretrained SigLIP vision tower (its config.json sets the ViT shape and image size) on a trained LLM:
+    python experiments/vlm.py vlm-shapes --init.llm runs/llm-shakespeare --init.hf-vision ~/models/siglip \
+        --model.shuffle-factor 3 --run-dir runs/vlm-siglip
 
 After every window: validation caption loss, sample captions of fixed validation scenes (logged to Aim)
 and, with --eval-samples > 0, the caption attribute accuracy against a blind (blank-image) baseline.
@@ -32,7 +35,7 @@ from foundry.data.tokenizer import (
     special_ids,
 )
 from foundry.eval.captions import caption_accuracy, load_scenes
-from foundry.models import llm, vit, vlm
+from foundry.models import hf_vit, llm, vit, vlm
 from foundry.train import checkpoint, loop, runs
 from foundry.train.config import RunConfig, ScheduleConfig, TrainConfig
 from foundry.train.mfu import compute_dtype
@@ -44,6 +47,9 @@ from foundry.train.step import init_state
 class VLMInit:
     llm: str | None = None  # an LLM run (or checkpoint) dir: its params and tokenizer start the VLM's LLM
     from_run: str | None = None  # a VLM run (or checkpoint) dir: start from all its params and tokenizer
+    # A Hugging Face SigLIP directory (SiglipVisionModel or SiglipModel): its config.json replaces the preset's
+    # ViT shape (image size included) and its vision tower starts the ViT. Composes with --init.llm.
+    hf_vision: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,19 +124,45 @@ def resolve_tokenizer(cfg: VLMExperiment, run_dir: Path):
     )  # fmt: skip
 
 
-def resolve_model(cfg: VLMExperiment, tok) -> vlm.Config:
-    """The model config with the LLM's shape taken from the init run (when given) and the vocabulary and
-    `<image>` id from the tokenizer."""
+def import_vision(cfg: VLMExperiment) -> hf_vit.Imported | None:
+    """The --init.hf-vision SigLIP tower (fp32), its notes printed; None without --init.hf-vision."""
+    if not cfg.init.hf_vision:
+        return None
+    if cfg.init.from_run:
+        raise ValueError("--init.hf-vision and --init.from-run both give the ViT's weights: choose one")
+    imported = hf_vit.load(cfg.init.hf_vision, dtype=torch.float32)
+    for note in imported.notes:
+        print(f"vlm: --init.hf-vision {cfg.init.hf_vision}: {note}")
+    return imported
+
+
+def resolve_model(cfg: VLMExperiment, tok, vision: hf_vit.Imported | None = None) -> vlm.Config:
+    """The model config with the LLM's shape taken from the init run (when given), the ViT's from the imported
+    vision tower (when given, see `runs.imported_model_config`) and the vocabulary and `<image>` id from the
+    tokenizer."""
+    vit_cfg = cfg.model.vit
+    if vision is not None:
+        presets = [*vit.PRESETS.values(), *(c.model.vit for _, c in PRESETS.values())]
+        vit_cfg = runs.imported_model_config(
+            vit_cfg, vision.cfg, presets=presets, keep=("init_std",), flag="--init.hf-vision",
+            source=cfg.init.hf_vision,
+        )  # fmt: skip
     llm_cfg = cfg.model.llm
     if cfg.init.llm and not cfg.init.from_run:
         llm_cfg = runs.config_from_dict(llm.Config, runs.run_config(cfg.init.llm)["model"])
     llm_cfg = dataclasses.replace(llm_cfg, vocab_size=tok.get_vocab_size())
-    return dataclasses.replace(cfg.model, llm=llm_cfg, image_token_id=special_ids(tok)["<image>"])
+    return dataclasses.replace(cfg.model, vit=vit_cfg, llm=llm_cfg, image_token_id=special_ids(tok)["<image>"])
 
 
-def initial_params(cfg: VLMExperiment, mcfg: vlm.Config, key: torch.Tensor) -> dict:
-    """Fresh params, with the LLM (grown to the new vocabulary) or the whole VLM loaded from an init run."""
+def initial_params(
+    cfg: VLMExperiment, mcfg: vlm.Config, key: torch.Tensor, vision: hf_vit.Imported | None = None
+) -> dict:
+    """Fresh params, with the LLM (grown to the new vocabulary) or the whole VLM loaded from an init run, and
+    the ViT from an imported vision tower."""
     params = vlm.init(key, mcfg)
+    if vision is not None:
+        checkpoint.check_compatible(params["vit"], vision.params, what="vit params", source=cfg.init.hf_vision)
+        params["vit"] = vision.params
     if cfg.init.from_run:
         loaded = checkpoint.load_params(cfg.init.from_run)
         checkpoint.check_compatible(params, loaded, what="params", source=cfg.init.from_run)
@@ -148,15 +180,16 @@ def train(cfg: VLMExperiment, *, max_steps: int | None = None) -> loop.Result:
     check_manifests((*cfg.data.manifests, *cfg.data.val_manifests), hint=DATA_HINT)
     run_dir = Path(cfg.run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    vision = import_vision(cfg)
     tok = resolve_tokenizer(cfg, run_dir)
-    mcfg = resolve_model(cfg, tok)
+    mcfg = resolve_model(cfg, tok, vision)
     ccfg = dataclasses.replace(cfg.caption, image_size=mcfg.vit.image_size, image_tokens=mcfg.tokens_per_image)
     cfg = dataclasses.replace(cfg, model=mcfg, caption=ccfg)
     tcfg, device = cfg.train, cfg.run.device
     tracker = runs.start(cfg.run, experiment="vlm", config=runs.to_dict(cfg), tags=("vlm",))
 
     init_key, train_key = rng.split(rng.key(tcfg.seed))
-    params = tree.map(lambda x: x.to(device), initial_params(cfg, mcfg, init_key))
+    params = tree.map(lambda x: x.to(device), initial_params(cfg, mcfg, init_key, vision))
     optimizer = AdamW(tcfg.optimizer, params)
     state = init_state(params, optimizer, train_key, use_ema=tcfg.ema.enabled)
     decode, collate = caption_functions(ccfg, tok, batch_size=tcfg.global_batch_size, vocab_size=mcfg.llm.vocab_size)

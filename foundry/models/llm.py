@@ -5,7 +5,7 @@ Params::
 
     {"embed": {"w": (V, D)},
      "blocks": [{"attn_norm", "attn": {"wq", "wk", "wv", "wo", "q_norm"?, "k_norm"?}, "mlp_norm",
-                 "mlp": {"gate", "up", "down"}}, ...],
+                 "mlp": {"gate", "up", "down"}}, ...],    # linear params {"w", "b"?}: biases when configured
      "final_norm": {...}, "head"?: {"w": (V, D)}}          # "head" only when untied
 
 Usage::
@@ -31,6 +31,18 @@ from foundry.nn import attention, embedding, linear, masks, mlp, norm, rope
 
 
 @dataclasses.dataclass(frozen=True)
+class RopeScaling:
+    """RoPE frequency scaling for a longer context than pretraining (the Hugging Face `rope_scaling` /
+    `rope_parameters` types 'linear' and 'llama3'); kind 'none' leaves the frequencies as they are."""
+
+    kind: Literal["none", "linear", "llama3"] = "none"
+    factor: float = 1.0
+    low_freq_factor: float = 1.0  # llama3 only
+    high_freq_factor: float = 4.0  # llama3 only
+    original_max_len: int = 8192  # llama3 only: the pretraining context
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """Sizes of the decoder. `vocab_size=0` means "take it from the tokenizer" (resolved by the experiment)."""
 
@@ -46,6 +58,10 @@ class Config:
     qk_norm: bool = False
     tie_embeddings: bool = False
     rope_theta: float = 10000.0
+    rope_scaling: RopeScaling = RopeScaling()
+    qkv_bias: bool = False  # biases on the q, k, v projections (Qwen2)
+    out_bias: bool = False  # a bias on the attention output projection (Llama attention_bias=True)
+    mlp_bias: bool = False  # biases on the SwiGLU projections (Llama mlp_bias=True)
     max_seq_len: int = 2048  # the longest sequence generation will cache
     init_std: float = 0.02
 
@@ -86,6 +102,12 @@ def _check(cfg: Config) -> None:
         raise ValueError("llm.Config.vocab_size is unset (0): set it or let the experiment take it from the tokenizer")
     if cfg.n_heads % cfg.kv_heads:
         raise ValueError(f"llm.Config: n_heads ({cfg.n_heads}) must be a multiple of n_kv_heads ({cfg.kv_heads})")
+    if cfg.rope_scaling.kind not in ("none", "linear", "llama3"):
+        raise ValueError(
+            f"llm.Config.rope_scaling.kind must be 'none', 'linear' or 'llama3', got {cfg.rope_scaling.kind!r}"
+        )
+    if cfg.rope_scaling.kind != "none" and cfg.rope_scaling.factor <= 0:
+        raise ValueError(f"llm.Config.rope_scaling.factor must be > 0, got {cfg.rope_scaling.factor}")
 
 
 def init(key: torch.Tensor, cfg: Config) -> dict:
@@ -106,11 +128,15 @@ def init(key: torch.Tensor, cfg: Config) -> dict:
                     n_kv_heads=cfg.kv_heads,
                     head_dim=cfg.head_dim,
                     qk_norm=cfg.qk_norm,
+                    bias=cfg.qkv_bias,
+                    out_bias=cfg.out_bias,
                     std=cfg.init_std,
                     out_std=out_std,
                 ),
                 "mlp_norm": norm.init(cfg.norm, cfg.d_model),
-                "mlp": mlp.swiglu_init(km, cfg.d_model, cfg.mlp_hidden, std=cfg.init_std, out_std=out_std),
+                "mlp": mlp.swiglu_init(
+                    km, cfg.d_model, cfg.mlp_hidden, std=cfg.init_std, out_std=out_std, bias=cfg.mlp_bias
+                ),
             }
         )
     params = {
@@ -127,6 +153,21 @@ def init_shapes(cfg: Config) -> dict:
     """The params tree as meta tensors (shapes and dtypes, no memory): for counting and planning."""
     with torch.device("meta"):
         return init(rng.key(0, device="meta"), cfg)
+
+
+def rope_frequencies(cfg: Config) -> torch.Tensor:
+    """(head_dim / 2,) fp32 RoPE inverse frequencies for `rope_theta`, scaled as `rope_scaling` says."""
+    inv_freq, rs = rope.inv_frequencies(cfg.head_dim, cfg.rope_theta), cfg.rope_scaling
+    if rs.kind == "none":
+        return inv_freq
+    if rs.kind == "linear":
+        return rope.linear_scaled(inv_freq, rs.factor)
+    if rs.kind == "llama3":
+        return rope.llama3_scaled(
+            inv_freq, factor=rs.factor, low_freq_factor=rs.low_freq_factor, high_freq_factor=rs.high_freq_factor,
+            original_max_len=rs.original_max_len,
+        )  # fmt: skip
+    raise ValueError(f"llm.Config.rope_scaling.kind {rs.kind!r} is not one of 'none', 'linear', 'llama3'")
 
 
 def embed(params: dict, tokens: torch.Tensor) -> torch.Tensor:
@@ -181,7 +222,7 @@ def forward(
     _b, t, _ = x.shape
     if positions is None:
         positions = torch.arange(t, device=x.device)
-    cos, sin = rope.cos_sin(positions, rope.inv_frequencies(cfg.head_dim, cfg.rope_theta))
+    cos, sin = rope.cos_sin(positions, rope_frequencies(cfg))
     num_keys = cache[0]["k"].shape[2] if cache is not None else t
     mask = None
     if cache is not None or key_valid is not None or prefix_len is not None or positions.dim() == 2:

@@ -1,7 +1,9 @@
 """Multi-head attention with grouped-query heads (Ainslie et al., 2023), optional qk-norm (Qwen3), RoPE and
 an optional KV cache, on `torch.nn.functional.scaled_dot_product_attention`.
 
-Params: `{"wq", "wk", "wv", "wo": linear params, "q_norm"?, "k_norm"?: RMSNorm over head_dim}`.
+Params: `{"wq", "wk", "wv", "wo": linear params, "q_norm"?, "k_norm"?: RMSNorm over head_dim}`. `bias` gives
+q, k, v biases (Qwen2), `out_bias` an output bias (Llama's `attention_bias` sets both); `linear.apply` adds a
+bias when the params have one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def init(
     head_dim: int,
     qk_norm: bool = False,
     bias: bool = False,
+    out_bias: bool = False,
     std: float,
     out_std: float,
 ) -> dict:
@@ -32,7 +35,7 @@ def init(
         "wq": linear.init(kq, d_model, n_heads * head_dim, bias=bias, std=std),
         "wk": linear.init(kk, d_model, n_kv_heads * head_dim, bias=bias, std=std),
         "wv": linear.init(kv, d_model, n_kv_heads * head_dim, bias=bias, std=std),
-        "wo": linear.init(ko, n_heads * head_dim, d_model, std=out_std),
+        "wo": linear.init(ko, n_heads * head_dim, d_model, bias=out_bias, std=out_std),
     }
     if qk_norm:
         params["q_norm"] = norm.init("rms", head_dim)

@@ -9,12 +9,13 @@ from foundry import rng
 from foundry.nn import linear
 
 
-def swiglu_init(key: torch.Tensor, d: int, hidden: int, *, std: float, out_std: float) -> dict:
+def swiglu_init(key: torch.Tensor, d: int, hidden: int, *, std: float, out_std: float, bias: bool = False) -> dict:
+    """`bias=True` adds zero biases to all three projections (Llama's `mlp_bias`)."""
     k1, k2, k3 = rng.split(key, 3)
     return {
-        "gate": linear.init(k1, d, hidden, std=std),
-        "up": linear.init(k2, d, hidden, std=std),
-        "down": linear.init(k3, hidden, d, std=out_std),
+        "gate": linear.init(k1, d, hidden, bias=bias, std=std),
+        "up": linear.init(k2, d, hidden, bias=bias, std=std),
+        "down": linear.init(k3, hidden, d, bias=bias, std=out_std),
     }
 
 

@@ -6,6 +6,8 @@ decoding, left padding and prefix layouts need no special cases.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -14,6 +16,36 @@ def inv_frequencies(head_dim: int, theta: float) -> torch.Tensor:
     if head_dim % 2:
         raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
     return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)).float()
+
+
+def linear_scaled(inv_freq: torch.Tensor, factor: float) -> torch.Tensor:
+    """Position interpolation (Chen et al., 2023): every frequency divided by `factor`, as if positions were
+    `factor` times closer (Hugging Face rope_type 'linear')."""
+    return inv_freq / factor
+
+
+def llama3_scaled(
+    inv_freq: torch.Tensor,
+    *,
+    factor: float,
+    low_freq_factor: float,
+    high_freq_factor: float,
+    original_max_len: int,
+) -> torch.Tensor:
+    """Llama 3.1 frequency scaling (Hugging Face rope_type 'llama3'): wavelengths longer than
+    original_max_len / low_freq_factor are divided by `factor`, those shorter than
+    original_max_len / high_freq_factor are kept, and the band between is interpolated linearly in
+    original_max_len / wavelength."""
+    if high_freq_factor <= low_freq_factor:
+        raise ValueError(f"llama3 RoPE scaling needs high_freq_factor > low_freq_factor, got {high_freq_factor} "
+                         f"<= {low_freq_factor}")  # fmt: skip
+    wavelen = 2 * math.pi / inv_freq
+    low_wavelen, high_wavelen = original_max_len / low_freq_factor, original_max_len / high_freq_factor
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (original_max_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, smoothed, scaled)
 
 
 def cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -147,3 +147,28 @@ def run_tokenizer(
     tok = add_special_tokens(tok, [t for t in SPECIAL_TOKENS if t not in special_ids(tok)])
     save_tokenizer(tok, saved)
     return tok
+
+
+def imported_model_config(
+    current: Any, imported: Any, *, presets: Iterable[Any], keep: tuple[str, ...], flag: str, source: str
+) -> Any:
+    """The model config of a checkpoint imported with `flag` (e.g. --init.hf), which replaces the preset's:
+    the checkpoint decides the shape, while the `keep` fields (those it does not describe, such as the
+    generation cache length) stay as configured. `current` must be an unmodified preset (one of `presets`,
+    `keep` fields aside) or agree with the checkpoint: a --model.* flag that contradicts it is an error
+    naming each field, never silently overridden."""
+    merged = dataclasses.replace(imported, **{k: getattr(current, k) for k in keep})
+    if current == merged:
+        return merged
+    for preset in presets:
+        if dataclasses.replace(current, **{k: getattr(preset, k) for k in keep}) == preset:
+            return merged
+    diffs = [
+        f"{f.name}={getattr(current, f.name)!r} (checkpoint: {getattr(merged, f.name)!r})"
+        for f in dataclasses.fields(current)
+        if getattr(current, f.name) != getattr(merged, f.name)
+    ]
+    raise ValueError(
+        f"{flag} {source} sets the model shape from its config.json, but the model config was changed from the "
+        f"preset and disagrees with the checkpoint: {'; '.join(diffs)}. Drop those --model flags (or match them)."
+    )
