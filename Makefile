@@ -24,9 +24,9 @@ data/shakespeare/train/manifest.jsonl: | $(STAMP)
 
 data: data/shakespeare/train/manifest.jsonl
 
-# Until the pipeline experiment lands: the LLM stage's default preset.
-pipeline: install data
-	$(PY) experiments/llm.py llm-shakespeare
+# The whole chain (its own datasets included) -> runs/pipeline/report.html
+pipeline: install
+	$(PY) experiments/pipeline.py pipeline
 
 test: install
 	$(PY) -m pytest -q -m "not slow"

@@ -216,8 +216,10 @@ def run_pipeline(cfg: PipelineExperiment, log: Callable[[str], None] = print) ->
     tok_file = str(tok.dir / "tokenizer.json")
 
     def train_llm(d: Path) -> dict:
+        # An imported model (--llm.init.hf) keeps the tokenizer its embeddings were trained with.
+        tokenizer = cfg.llm.tokenizer if cfg.llm.init.hf else dataclasses.replace(cfg.llm.tokenizer, path=tok_file)
         c = dataclasses.replace(cfg.llm, data=dataclasses.replace(cfg.llm.data, **_splits(text)), run=_run(cfg, d),
-                                tokenizer=dataclasses.replace(cfg.llm.tokenizer, path=tok_file))  # fmt: skip
+                                tokenizer=tokenizer)  # fmt: skip
         return _trained(llm_exp.train(c))
 
     llm = stage("llm", config=_hashed(cfg.llm, "run", "data", "tokenizer"),
