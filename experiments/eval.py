@@ -46,6 +46,7 @@ class EvalExperiment:
     seed: int = 0
     execute_steps: int = 8  # actions of each chunk executed before re-planning
     expert_noise: float = 0.0
+    noise_scale: float = 1.0  # a trained policy's initial flow noise scale (0: deterministic chunks)
     env: TabletopConfig = TabletopConfig()  # images are rendered only for a trained policy
     compare: tuple[str, ...] = ()  # other results dirs (an --out dir, or one model's dir in it)
 
@@ -63,7 +64,7 @@ def policy_factory(cfg: EvalExperiment):
     if not Path(cfg.policy).is_dir():
         raise SystemExit(f"--policy {cfg.policy!r}: not 'expert', 'random' or an existing run directory")
     load_trained_policy(None, run_dir=cfg.policy)  # fail here, with its message, not in every worker
-    return functools.partial(load_trained_policy, run_dir=cfg.policy)
+    return functools.partial(load_trained_policy, run_dir=cfg.policy, noise_scale=cfg.noise_scale)
 
 
 def main(cfg: EvalExperiment) -> dict:

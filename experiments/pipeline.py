@@ -100,6 +100,7 @@ class EvalStage:
     tasks: tuple[str, ...] = TASK_FAMILIES
     seed: int = 0  # episode seeds: every policy faces the same scenes
     execute_steps: int = 8  # actions of each chunk executed before re-planning
+    noise_scale: float = 1.0  # the policy's initial flow noise scale (0: deterministic chunks)
     max_steps: int | None = None  # per episode; None: the simulator's limit
     baselines: tuple[Literal["expert", "random"], ...] = ("expert", "random")
     workers: int = 2  # processes (results do not depend on it)
@@ -191,7 +192,7 @@ def _evaluate(cfg: PipelineExperiment, policy: str, out: Path) -> dict:
     """Closed-loop episodes of `policy` ("expert", "random" or a VLA run dir) -> out/results."""
     e = cfg.eval
     factories = {"expert": ExpertPolicy, "random": RandomPolicy}
-    factory = factories.get(policy) or functools.partial(load_trained_policy, run_dir=policy)
+    factory = factories.get(policy) or functools.partial(load_trained_policy, run_dir=policy, noise_scale=e.noise_scale)
     env = TabletopConfig(image_size=cfg.demos.image_size, cameras=cfg.demos.cameras, render=policy not in factories)
     ecfg = EvalConfig(tasks=e.tasks, episodes_per_task=e.episodes_per_task, seed=e.seed,
                       execute_steps=e.execute_steps, workers=e.workers, max_steps=e.max_steps, env=env)  # fmt: skip
@@ -245,11 +246,12 @@ def run_pipeline(cfg: PipelineExperiment, log: Callable[[str], None] = print) ->
     vla = stage("vla", config=_hashed(cfg.vla, "run", "data", "init", "tokenizer"),
                 inputs={"demos": demos.hash, "tokenizer": tok.hash, **upstream}, fn=train_vla)  # fmt: skip
     eval_cfg = _hashed(cfg.eval, "workers", "baselines") | {"image_size": cfg.demos.image_size}
+    baseline_cfg = {k: v for k, v in eval_cfg.items() if k != "noise_scale"}
     out = {s.name: s for s in (text, shapes, demos, tok, llm, vlm, vla)}
     out["eval"] = stage("eval", config=eval_cfg, inputs={"vla": vla.hash},
                         fn=lambda d: _evaluate(cfg, str(vla.dir), d))  # fmt: skip
     for name in cfg.eval.baselines:
-        out[f"eval-{name}"] = stage(f"eval-{name}", config=eval_cfg, inputs={},
+        out[f"eval-{name}"] = stage(f"eval-{name}", config=baseline_cfg, inputs={},
                                     fn=functools.partial(_evaluate, cfg, name))  # fmt: skip
     return out
 

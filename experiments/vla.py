@@ -70,6 +70,9 @@ ROBOT = RobotConfig(
     relative_actions=True,
     relative_fields=("next_pose",),
     reference_field="pose",
+    # Translations in the table's axes, as the scene camera shows them: in the gripper's axes a motion
+    # toward an object seen in the image depends on the gripper's yaw, which the model would have to undo.
+    relative_frame="world",
 )
 
 

@@ -72,6 +72,9 @@ class RobotConfig:
     relative_actions: bool = False
     relative_fields: tuple[str, ...] = ("action",)
     reference_field: str = "pose"
+    # Axes of the relative translation (foundry.data.rotations.relative_pose): "reference" (the end effector's,
+    # statistics "<field>_rel") or "world" (the robot base's, as the scene camera sees it; "<field>_delta").
+    relative_frame: Literal["reference", "world"] = "reference"
     # Pad action/proprio vectors to this width (0: the data's own), so several robots share one model.
     pad_action_dim: int = 0
     pad_proprio_dim: int = 0
@@ -89,6 +92,8 @@ class RobotConfig:
             raise ValueError("robot.image_size must be >= 1, pad_*_dim >= 0, instruction_types non-empty")
         if self.on_nonfinite not in ("error", "skip"):
             raise ValueError(f"robot.on_nonfinite = {self.on_nonfinite!r}: use 'error' or 'skip'")
+        if self.relative_frame not in ("reference", "world"):
+            raise ValueError(f"robot.relative_frame = {self.relative_frame!r}: use 'reference' or 'world'")
 
     @property
     def num_images(self) -> int:
@@ -97,7 +102,9 @@ class RobotConfig:
     def stats_name(self, field: str) -> str:
         """The statistics (and normalizer) name of an action or proprio field."""
         relative = self.relative_actions and field in self.relative_fields
-        return f"{field}_rel" if relative else field
+        if not relative:
+            return field
+        return f"{field}_rel" if self.relative_frame == "reference" else f"{field}_delta"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,7 +224,7 @@ class RobotDecoder:
             if min(ref.shape[-1], values.shape[-1]) < 9:
                 raise DataError(f"relative fields need xyz + rot6d (>= 9 columns): {f!r} {values.shape}, "
                                 f"{self.cfg.reference_field!r} {ref.shape}")  # fmt: skip
-            values = relative_pose(ref, values)
+            values = relative_pose(ref, values, self.cfg.relative_frame)
         if self.normalizer is not None and len(rows):
             values = self.normalizer.normalize(values, self.cfg.stats_name(f), offsets=offsets)
         return values

@@ -10,8 +10,8 @@ Streams only the `lowdim.npz` member of each sample (seeking by the shard index:
 read, let alone decoded) and accumulates, per lowdim field, global and per-step statistics (offsets from
 the anchor) on the real steps of each window (`past_mask | future_mask`); see `foundry.data.normalize`.
 Each of `relative_fields` (xyz + rot6d + extra columns) is also accumulated relative to
-`reference_field` at the anchor as "<field>_rel": what `RobotConfig(relative_actions=True)` feeds the
-model. The digest state goes to the `stats.state.json` sidecar, so `merge_stats` combines datasets
+`reference_field` at the anchor, as "<field>_rel" (translation in the reference's axes) and "<field>_delta"
+(in the world's): what `RobotConfig(relative_actions=True, relative_frame=...)` feeds the model. The digest state goes to the `stats.state.json` sidecar, so `merge_stats` combines datasets
 without re-reading them. Progress is logged every few seconds.
 """
 
@@ -122,6 +122,7 @@ def _accumulate(acc: StatsAccumulator, group: list, anchor: int, relative: tuple
     for k in relative:
         ref = stacked[reference][:, anchor : anchor + 1]  # (N, 1, D)
         acc.update(f"{k}_rel", relative_pose(ref, stacked[k]), mask, anchor=anchor)
+        acc.update(f"{k}_delta", relative_pose(ref, stacked[k], "world"), mask, anchor=anchor)
 
 
 def robot_stats(cfg: RobotStatsConfig, log: Callable[[str], None] | None = print) -> Path:

@@ -84,19 +84,39 @@ def invert_transform(m: Any) -> Any:
     return xp.concatenate([xp.concatenate([rt, -(rt @ m[..., :3, 3:])], -1), m[..., 3:, :]], -2)
 
 
-def relative_pose(reference: Any, pose: Any) -> Any:
-    """`reference^-1 @ pose` as a pose vector; extra columns are `pose`'s, unchanged.
+FRAMES = ("reference", "world")  # where a relative pose's translation is expressed
 
-    reference: (..., >=9), pose: (..., D) with D >= 9, broadcast against each other -> (..., D).
+
+def relative_pose(reference: Any, pose: Any, frame: str = "reference") -> Any:
+    """`pose` relative to `reference` as a pose vector; extra columns are `pose`'s, unchanged.
+
+    frame "reference": `reference^-1 @ pose`, the translation in the reference's (end effector's) axes;
+    "world": the translation `pose.xyz - reference.xyz` in the world (robot base) axes, the rotation still
+    `R_reference^-1 @ R_pose`. reference: (..., >=9), pose: (..., D) with D >= 9, broadcast -> (..., D).
     """
-    rel = invert_transform(pose_to_matrix(reference)) @ pose_to_matrix(pose)
-    return _with_extra(matrix_to_pose(rel), pose)
+    ref = pose_to_matrix(reference)
+    rel = invert_transform(ref) @ pose_to_matrix(pose)
+    out = matrix_to_pose(rel)
+    if _check_frame(frame) == "world":
+        xyz = pose[..., :3] - reference[..., :3] + 0 * out[..., :3]  # (+ 0 * out: broadcast to out's shape)
+        out = array_module(out).concatenate([xyz, out[..., 3:9]], -1)
+    return _with_extra(out, pose)
 
 
-def compose_pose(reference: Any, relative: Any) -> Any:
-    """`reference @ relative` as a pose vector (the inverse of `relative_pose`); extra columns are
+def compose_pose(reference: Any, relative: Any, frame: str = "reference") -> Any:
+    """`relative` (from `relative_pose` with the same `frame`) back to an absolute pose; extra columns are
     `relative`'s, unchanged. reference: (..., >=9), relative: (..., D) -> (..., D)."""
-    return _with_extra(matrix_to_pose(pose_to_matrix(reference) @ pose_to_matrix(relative)), relative)
+    out = matrix_to_pose(pose_to_matrix(reference) @ pose_to_matrix(relative))
+    if _check_frame(frame) == "world":
+        xyz = reference[..., :3] + relative[..., :3] + 0 * out[..., :3]
+        out = array_module(out).concatenate([xyz, out[..., 3:9]], -1)
+    return _with_extra(out, relative)
+
+
+def _check_frame(frame: str) -> str:
+    if frame not in FRAMES:
+        raise ValueError(f"relative pose frame {frame!r}: choose from {FRAMES}")
+    return frame
 
 
 def _with_extra(pose9: Any, source: Any) -> Any:

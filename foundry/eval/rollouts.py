@@ -98,12 +98,12 @@ class RandomPolicy(ActionChunkPolicy):
         return self.fn(observation)[None]  # (1, 10)
 
 
-def load_trained_policy(env: TabletopEnv | None = None, *, run_dir: str) -> ActionChunkPolicy:
-    """A trained VLA run via `foundry.infer.policy.Policy.load(run_dir)`; `functools.partial(
+def load_trained_policy(env: TabletopEnv | None = None, *, run_dir: str, noise_scale: float = 1.0) -> ActionChunkPolicy:
+    """A trained VLA run via `foundry.infer.policy.Policy.load(run_dir, noise_scale=)`; `functools.partial(
     load_trained_policy, run_dir=...)` is an evaluation factory (the policy is loaded in each worker)."""
     from foundry.infer.policy import Policy  # imported here: expert/random evaluations never load torch models
 
-    return Policy.load(run_dir)
+    return Policy.load(run_dir, noise_scale=noise_scale)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -100,6 +100,7 @@ class Policy:
         execute_steps: int | None = None,
         device: str | torch.device = "cpu",
         compiled: bool = False,  # the Euler sampler compiled (worth it on a GPU; ~20 s per process on CPU)
+        noise_scale: float = 1.0,  # see `vla.sample_actions`
     ):
         if robot.past_action_steps:
             raise ValueError("Policy: models that read past actions (robot.past_action_steps > 0) are not supported")
@@ -108,7 +109,7 @@ class Policy:
         self.params = tree.map(lambda x: x.to(device), params)
         self.cfg, self.robot, self.normalizer, self.tokenize = cfg, robot, normalizer, tokenize
         self.sample_steps, self.execute_steps, self.device = sample_steps, execute_steps, torch.device(device)
-        self.compiled = compiled
+        self.compiled, self.noise_scale = compiled, noise_scale
         self.reset()
 
     @classmethod
@@ -121,6 +122,7 @@ class Policy:
         execute_steps: int | None = None,
         device: str | torch.device = "cpu",
         compiled: bool = False,
+        noise_scale: float = 1.0,
     ) -> Policy:
         """Restore a policy from a VLA run directory (its newest checkpoint) or a checkpoint directory."""
         ckpt_dir = resolve_checkpoint(path)
@@ -143,7 +145,7 @@ class Policy:
         tokenize = InstructionTokenizer.from_file(ckpt_dir / "tokenizer.json")
         steps = sample_steps if sample_steps is not None else int(config.get("sample_steps", 10))
         return cls(params, cfg, robot, normalizer, tokenize, sample_steps=steps, execute_steps=execute_steps,
-                   device=device, compiled=compiled)  # fmt: skip
+                   device=device, compiled=compiled, noise_scale=noise_scale)  # fmt: skip
 
     def reset(self, *, seed: int | None = None) -> None:
         """Start an episode: forget the frame/pose history; `seed` (default 0) drives the flow noise."""
@@ -216,7 +218,7 @@ class Policy:
             col += width
             if r.relative_actions and f in r.relative_fields:
                 ref = np.asarray(observation[r.reference_field], np.float64).reshape(-1)
-                values = compose_pose(ref, values)
+                values = compose_pose(ref, values, r.relative_frame)
             out.append(values)
         return np.concatenate(out, -1).astype(np.float32)
 
@@ -227,7 +229,13 @@ class Policy:
         batch = self._inputs(observation, frames, instruction)
         key = rng.fold_in(self._key, self._calls)
         chunk = vla.sample_actions(
-            self.params, self.cfg, batch, key=key, steps=self.sample_steps, compiled=self.compiled
+            self.params,
+            self.cfg,
+            batch,
+            key=key,
+            steps=self.sample_steps,
+            compiled=self.compiled,
+            noise_scale=self.noise_scale,
         )[0]
         actions = self.postprocess(chunk, observation)
         self._remember(frames, observation)

@@ -226,14 +226,16 @@ def sample_actions(
     steps: int = 10,
     cond: torch.Tensor | None = None,  # (B, cond_dim): a precomputed `encode` (the VLM is then skipped)
     compiled: bool | None = None,  # the Euler kernel's switch (None: its module default)
+    noise_scale: float = 1.0,  # the initial noise's scale: < 1 trades diversity for the typical chunk
 ) -> torch.Tensor:
     """An action chunk (B, F, Da): the VLM prefix once, then `steps` Euler steps of the head from noise
-    (t = 1) to actions (t = 0), clipped to `cfg.clamp`. Only `proprio` (and masks) is needed with `cond`."""
+    (t = 1) to actions (t = 0), clipped to `cfg.clamp`. Only `proprio` (and masks) is needed with `cond`.
+    `noise_scale` 0 integrates from the noise's mean: one deterministic chunk per observation."""
     if key is None:
         raise ValueError("vla.sample_actions needs key= (the initial noise is drawn from it)")
     if cond is None:
         cond = encode(params, cfg, batch)
-    noise = rng.normal(key, (cond.shape[0], cfg.head.horizon, cfg.head.action_dim))
+    noise = rng.normal(key, (cond.shape[0], cfg.head.horizon, cfg.head.action_dim)) * noise_scale
     fn = functools.partial(_velocity, params["action_head"], cfg.head, cond, *_head_inputs(batch))
     return euler_sample(fn, noise, steps, cfg.clamp, compiled=compiled)
 

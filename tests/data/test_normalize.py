@@ -33,7 +33,7 @@ def test_merged_stats_equal_the_stats_of_the_union(tmp_path):
     eps = [episode(i, n) for i, n in enumerate((30, 7, 25, 40))]
     a, b, both = stats_of(tmp_path, "a", eps[:2]), stats_of(tmp_path, "b", eps[2:]), stats_of(tmp_path, "ab", eps)
     merged = merge_stats(a, b)
-    assert sorted(merged["fields"]) == ["action", "action_rel", "pose"]
+    assert sorted(merged["fields"]) == ["action", "action_delta", "action_rel", "pose"]
     for name, f in both["fields"].items():
         m = merged["fields"][name]
         assert m["per_step"]["offsets"] == f["per_step"]["offsets"] == [-2, -1, 0, 1, 2, 3]

@@ -68,6 +68,13 @@ def test_relative_and_compose_are_inverse(pose_list, ref):
     np.testing.assert_allclose(relative_pose(ref, ref)[:9], identity, atol=1e-9)
     m = pose_to_matrix(ref)
     np.testing.assert_allclose(invert_transform(m) @ m, np.eye(4), atol=1e-9)
+    # World frame: the translation is the plain difference, the rotation the same relative rotation.
+    delta = relative_pose(ref, pose, "world")
+    np.testing.assert_allclose(delta[:, :3], pose[:, :3] - ref[:3], atol=1e-12)
+    np.testing.assert_allclose(delta[:, 3:], rel[:, 3:], atol=1e-12)
+    np.testing.assert_allclose(compose_pose(ref, delta, "world"), pose, atol=1e-9)
+    with pytest.raises(ValueError, match="frame 'base'"):
+        relative_pose(ref, pose, "base")
 
 
 def test_torch_matches_numpy_and_has_finite_gradients():

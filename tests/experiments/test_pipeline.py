@@ -39,11 +39,13 @@ def test_the_chain_runs_end_to_end_and_writes_the_report(done):
     vla_cfg = json.loads((stages["vla"] / "config.json").read_text())
     assert vla_cfg["init"]["vlm"] == str(stages["vlm"])
     assert json.loads((stages["vlm"] / "config.json").read_text())["init"]["llm"] == str(stages["llm"])
-    assert json.loads((stages["llm"] / "config.json").read_text())["tokenizer"]["path"].startswith(str(stages["tokenizer"]))
+    assert json.loads((stages["llm"] / "config.json").read_text())["tokenizer"]["path"].startswith(
+        str(stages["tokenizer"])
+    )
     md, html = (root / "report.md").read_text(), (root / "report.html").read_text()
     for text in ("| overall |", "p (vla vs random)", "VLM captions", "pipeline-debug", "report/main-vla-loss.png"):
         assert text in md, text
-    assert html.count("data:image/png;base64,") == 4 and "<img src=\"report/" not in html  # self-contained
+    assert html.count("data:image/png;base64,") == 4 and '<img src="report/' not in html  # self-contained
     for stage in ("llm", "vlm", "vla"):
         assert (root / "report" / f"main-{stage}-loss.png").stat().st_size > 1000
 

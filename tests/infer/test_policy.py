@@ -68,8 +68,8 @@ def test_a_loaded_policy_matches_the_in_memory_model(run_dir):
         "instruction_ids": torch.tensor([ids]),
     }
     chunk = vla.sample_actions(params, cfg, batch, key=rng.fold_in(rng.key(5), 0), steps=4, compiled=False)[0]
-    rel = norm.unnormalize(chunk.double().numpy(), "next_pose_rel")  # the preset's action field
-    want = compose_pose(obs["pose"].astype(np.float64), rel)
+    rel = norm.unnormalize(chunk.double().numpy(), "next_pose_delta")  # the preset: next_pose, world frame
+    want = compose_pose(obs["pose"].astype(np.float64), rel, "world")
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
     policy.reset(seed=5)  # the seed makes the chunk reproducible
