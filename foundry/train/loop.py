@@ -11,6 +11,8 @@ batch source yields `cfg.rank_batch_size(world.size)` rows); the step all-reduce
 same state. Only rank 0 logs to the tracker, draws the progress bar and writes checkpoints (the state is
 identical on every rank, or gathered first when the optimizer state is sharded); the others wait for the
 write at a barrier. Every rank reads the checkpoint on resume, whatever the world size that wrote it.
+With `train.shard_optimizer` (and more than one process) the returned `Result.state["opt_state"]` is this
+rank's ZeRO-1 slice (`foundry.train.zero`).
 
 Usage::
 
@@ -37,6 +39,7 @@ from foundry.train.progress import NullStream, Progress, format_duration
 from foundry.train.schedules import learning_rate
 from foundry.train.step import compile_step, make_step, split_micro_batches
 from foundry.train.tracking import Tracker
+from foundry.train.zero import ShardedAdamW
 
 
 class NonFiniteError(RuntimeError):
@@ -94,12 +97,16 @@ def run(
         cursor, skipped = extra["cursor"], extra.get("skipped", skipped)
     if world.is_main:
         tracker.log_params(config)
+    # ZeRO-1: this rank keeps a slice of the AdamW moments; checkpoints still hold the full tree.
+    sharded = ShardedAdamW(optimizer, state["params"], world) if cfg.shard_optimizer and world.size > 1 else None
+    if sharded is not None:
+        state = {**state, "opt_state": sharded.from_saved(state["opt_state"])}
 
     device_type = torch.device(device).type
     step_fn = compile_step(
         make_step(
             loss_fn,
-            optimizer,
+            optimizer if sharded is None else sharded,
             accum_steps=accum_steps,
             backend=cfg.grad_backend,
             precision=cfg.precision,
@@ -179,10 +186,11 @@ def run(
         if val:
             metrics_out.update({f"val_{k}": v for k, v in val.items()})
             progress.write(f"{desc}: window {window + 1}/{cfg.num_checkpoints} " + _fmt(val))
+        saved = state if sharded is None else {**state, "opt_state": sharded.to_saved(state["opt_state"])}
         if world.is_main:
             path = checkpoint.save(
                 run_dir,
-                state,
+                saved,
                 config=config,
                 extra={"cursor": {"window": window + 1, "batch": 0}, "skipped": skipped, "metrics": metrics_out},
                 assets=assets,
