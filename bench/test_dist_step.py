@@ -18,7 +18,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 JOB = REPO / "bench/dist_step_job.py"
-LAUNCH = {1: [sys.executable], 2: [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]}
+LAUNCH = {
+    1: [sys.executable],
+    2: [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"],
+}
 
 
 @pytest.mark.parametrize("processes", [1, 2])

@@ -4,12 +4,14 @@
 spec.json holds `{"timeout_s": s, "runs": [{"config": <LLMExperiment as a dict>, "max_steps": n | null}],
 "report": <dir>}` to train LLM runs one after the other in one process group (each rank writes
 `<report>/rank<r>.json` with the bytes of its optimizer state per run), or `{"fail_rank": r, "run_dir": d}`
-to train a synthetic problem whose batch source raises `DataError` on rank r at its second step.
+to train a synthetic problem whose batch source raises `DataError` on rank r at its second step (or, with
+`"hang": true`, sleeps there for 300 s).
 """
 
 import itertools
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -34,7 +36,7 @@ def train_runs(spec: dict, world: dist.World) -> None:
     (Path(spec["report"]) / f"rank{world.rank}.json").write_text(json.dumps(report))
 
 
-def fail_on(rank: int, run_dir: str, world: dist.World) -> None:
+def fail_on(rank: int, run_dir: str, world: dist.World, *, hang: bool) -> None:
     cfg = TrainConfig(
         total_train_samples=64,
         num_checkpoints=2,
@@ -46,6 +48,8 @@ def fail_on(rank: int, run_dir: str, world: dist.World) -> None:
 
     def batches(window, start):
         for b in itertools.count(start):
+            if world.rank == rank and b == 1 and hang:
+                time.sleep(300)  # a stuck reader: the others must time out, not wait for ever
             if world.rank == rank and b == 1:
                 raise DataError("shard data/bad-000001.tar: sample 'k7': truncated token ids")
             x = rng.normal(rng.key(b * 7 + world.rank), (cfg.rank_batch_size(world.size), 3))
@@ -66,7 +70,7 @@ def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     with dist.session(timeout_s=spec["timeout_s"]) as world:
         if "fail_rank" in spec:
-            fail_on(spec["fail_rank"], spec["run_dir"], world)
+            fail_on(spec["fail_rank"], spec["run_dir"], world, hang=spec.get("hang", False))
         else:
             train_runs(spec, world)
 

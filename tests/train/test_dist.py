@@ -164,6 +164,18 @@ def test_a_failing_rank_stops_the_job_with_its_message(tmp_path):
     assert checkpoint.latest(tmp_path / "run") is None
 
 
+def test_a_hanging_rank_makes_the_others_time_out(tmp_path):
+    spec = tmp_path / "hang.json"
+    spec.write_text(json.dumps({"timeout_s": 5, "fail_rank": 1, "hang": True, "run_dir": str(tmp_path / "run")}))
+    start = time.monotonic()
+    done = torchrun([str(JOB), str(spec)], timeout=120)
+    elapsed = time.monotonic() - start
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "rank 0/2 failed: RuntimeError" in out and "Timed out waiting 5000ms" in out, out  # after 5 s
+    assert elapsed < 60, f"the job took {elapsed:.0f} s to stop"
+
+
 def test_rank_shares_are_fixed_slices_of_each_global_batch(data):
     index = index_dataset(data / "train/manifest.jsonl")
     plan = window_plan([index], [1.0], seed=3, window=1, samples_per_window=24)
