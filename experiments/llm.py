@@ -9,6 +9,7 @@ Usage:
     # start from pretrained weights: a Hugging Face Llama/Qwen2/Qwen3 directory (config.json, *.safetensors,
     # tokenizer.json); the model shape comes from its config.json, the training setup from the preset
     python experiments/llm.py llm-shakespeare --init.hf ~/models/SmolLM2-135M --run-dir runs/llm-smol
+    torchrun --nproc-per-node 2 experiments/llm.py llm-debug      # 2 processes, each half of every batch
 
 Running the same command again resumes the run directory from its newest checkpoint.
 """
@@ -30,7 +31,7 @@ from foundry.data.text import text_functions, texts_from_manifests
 from foundry.data.tokenizer import special_ids
 from foundry.infer.generate import Sampling, generate
 from foundry.models import hf_llm, llm
-from foundry.train import checkpoint, loop, runs
+from foundry.train import checkpoint, dist, loop, runs
 from foundry.train.config import AdamWConfig, RunConfig, ScheduleConfig, TrainConfig
 from foundry.train.mfu import compute_dtype
 from foundry.train.optim import AdamW
@@ -188,11 +189,13 @@ def train(cfg: LLMExperiment, *, max_steps: int | None = None) -> loop.Result:
     optimizer = AdamW(tcfg.optimizer, params)
     state = init_state(params, optimizer, train_key, use_ema=tcfg.ema.enabled)
 
-    decode, collate = text_functions(cfg.text, tok, batch_size=tcfg.global_batch_size, vocab_size=mcfg.vocab_size)
-    per_batch = cfg.text.samples_per_batch(tcfg.global_batch_size)
+    world = dist.current()
+    rows = tcfg.rank_batch_size(world.size)  # this process's share of every global batch
+    decode, collate = text_functions(cfg.text, tok, batch_size=rows, vocab_size=mcfg.vocab_size)
+    per_batch = cfg.text.samples_per_batch(rows)
     batches = training_source(
         cfg.data, seed=tcfg.seed, batch_size=per_batch, batches_per_window=tcfg.steps_per_window,
-        decode=decode, collate=collate,
+        decode=decode, collate=collate, rank=world.rank, world_size=world.size,
     )  # fmt: skip
     loss_fn = lambda p, b, *, key: llm.loss(p, mcfg, b, key=key, remat=tcfg.remat)
     ids = special_ids(tok)

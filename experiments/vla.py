@@ -43,7 +43,7 @@ from foundry.data.tokenizer import (
 )
 from foundry.infer.policy import InstructionTokenizer
 from foundry.models import llm, vla, vlm
-from foundry.train import checkpoint, loop, runs
+from foundry.train import checkpoint, dist, loop, runs
 from foundry.train.config import RunConfig, ScheduleConfig, TrainConfig
 from foundry.train.mfu import compute_dtype
 from foundry.train.optim import AdamW
@@ -250,7 +250,9 @@ def train(cfg: VLAExperiment, *, max_steps: int | None = None) -> loop.Result:
     cfg = dataclasses.replace(cfg, model=mcfg, robot=robot)
     tcfg, device = cfg.train, cfg.run.device
     stats = {k: v for k, v in load_stats(stats_path(cfg.data.manifests[0])).items() if k != "state"}
-    save_stats(stats, run_dir / "stats.json")
+    world = dist.current()
+    if world.is_main:  # the run's shared files are written by rank 0
+        save_stats(stats, run_dir / "stats.json")
     fields = [robot.stats_name(f) for f in robot.proprio_fields + robot.action_fields]
     normalizer = Normalizer.from_stats(stats, cfg.norm, fields=fields)
     tracker = runs.start(cfg.run, experiment="vla", config=runs.to_dict(cfg), tags=("vla",))
@@ -266,10 +268,11 @@ def train(cfg: VLAExperiment, *, max_steps: int | None = None) -> loop.Result:
             tokenize=InstructionTokenizer(tok.to_str()), pad_id=special_ids(tok)["<pad>"],
         )  # fmt: skip
 
-    decode, collate = functions(tcfg.global_batch_size)
+    rows = tcfg.rank_batch_size(world.size)  # this process's share of every global batch
+    decode, collate = functions(rows)
     batches = training_source(
-        cfg.data, seed=tcfg.seed, batch_size=tcfg.global_batch_size, batches_per_window=tcfg.steps_per_window,
-        decode=decode, collate=collate,
+        cfg.data, seed=tcfg.seed, batch_size=rows, batches_per_window=tcfg.steps_per_window,
+        decode=decode, collate=collate, rank=world.rank, world_size=world.size,
     )  # fmt: skip
     loss_fn = lambda p, b, *, key: vla.loss(p, mcfg, b, key=key, remat=tcfg.remat, compiled=tcfg.compile)
     held_out = dataclasses.replace(cfg.data, val_manifests=cfg.data.val_manifests[:1], val_samples=cfg.eval_samples)
@@ -277,12 +280,12 @@ def train(cfg: VLAExperiment, *, max_steps: int | None = None) -> loop.Result:
     def evaluate(state: dict) -> dict[str, float]:
         params, metrics = state["params"], {}
         if cfg.data.val_manifests:
-            val = validation_batches(cfg.data, batch_size=tcfg.global_batch_size, decode=decode, collate=collate)
+            val = validation_batches(cfg.data, batch_size=rows, decode=decode, collate=collate)
             # the flow loss draws noise and times: a fixed key makes windows comparable
             fixed = lambda p, b, *, key: loss_fn(p, b, key=rng.key(tcfg.seed + 1, device=device))
             metrics["loss"] = runs.mean_loss(fixed, params, val, device=device)
             if cfg.eval_samples:
-                val = validation_batches(held_out, batch_size=tcfg.global_batch_size, decode=decode, collate=collate)
+                val = validation_batches(held_out, batch_size=rows, decode=decode, collate=collate)
                 metrics["action_mse"] = action_error(
                     params, mcfg, val, steps=cfg.sample_steps, seed=tcfg.seed, device=device, compiled=tcfg.compile
                 )

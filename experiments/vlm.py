@@ -36,7 +36,7 @@ from foundry.data.tokenizer import (
 )
 from foundry.eval.captions import caption_accuracy, load_scenes
 from foundry.models import hf_vit, llm, vit, vlm
-from foundry.train import checkpoint, loop, runs
+from foundry.train import checkpoint, dist, loop, runs
 from foundry.train.config import RunConfig, ScheduleConfig, TrainConfig
 from foundry.train.mfu import compute_dtype
 from foundry.train.optim import AdamW
@@ -192,10 +192,12 @@ def train(cfg: VLMExperiment, *, max_steps: int | None = None) -> loop.Result:
     params = tree.map(lambda x: x.to(device), initial_params(cfg, mcfg, init_key, vision))
     optimizer = AdamW(tcfg.optimizer, params)
     state = init_state(params, optimizer, train_key, use_ema=tcfg.ema.enabled)
-    decode, collate = caption_functions(ccfg, tok, batch_size=tcfg.global_batch_size, vocab_size=mcfg.llm.vocab_size)
+    world = dist.current()
+    rows = tcfg.rank_batch_size(world.size)  # this process's share of every global batch
+    decode, collate = caption_functions(ccfg, tok, batch_size=rows, vocab_size=mcfg.llm.vocab_size)
     batches = training_source(
-        cfg.data, seed=tcfg.seed, batch_size=tcfg.global_batch_size, batches_per_window=tcfg.steps_per_window,
-        decode=decode, collate=collate,
+        cfg.data, seed=tcfg.seed, batch_size=rows, batches_per_window=tcfg.steps_per_window,
+        decode=decode, collate=collate, rank=world.rank, world_size=world.size,
     )  # fmt: skip
     loss_fn = lambda p, b, *, key: vlm.loss(p, mcfg, b, key=key, remat=tcfg.remat)
     val_manifest = cfg.data.val_manifests[0] if cfg.data.val_manifests else None
@@ -204,7 +206,7 @@ def train(cfg: VLMExperiment, *, max_steps: int | None = None) -> loop.Result:
     def evaluate(state: dict) -> dict[str, float]:
         params, metrics = state["params"], {}
         if val_manifest:
-            val = validation_batches(cfg.data, batch_size=tcfg.global_batch_size, decode=decode, collate=collate)
+            val = validation_batches(cfg.data, batch_size=rows, decode=decode, collate=collate)
             metrics["loss"] = runs.mean_loss(loss_fn, params, val, device=device)
         if scenes is not None:
             seen, texts = caption_accuracy(params, mcfg, tok, ccfg, val_manifest, scenes=scenes)

@@ -136,6 +136,25 @@ def window_plan(
     return Plan(tuple(indexes), choice.astype(np.int64), shard, sample, position)
 
 
+def rank_share(plan: Plan, *, batch_size: int, rank: int, world_size: int) -> Plan:
+    """Rank `rank`'s fixed slice of every global batch of `batch_size` plan entries: entries
+    `[b*B + rank*B/W, b*B + (rank+1)*B/W)` of batch b, so its batch b is its part of the global batch b and
+    `world_size` ranks together read exactly the entries (and positions, hence sample seeds) of one process
+    with batch B. Raises unless B divides into `world_size` equal parts and the plan into whole batches."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+    if batch_size < 1 or batch_size % world_size or len(plan) % batch_size:
+        raise ValueError(
+            f"a global batch of {batch_size} samples does not split into {world_size} equal rank shares "
+            f"(or the plan's {len(plan)} samples into whole batches): make the global batch size a multiple "
+            "of the number of processes"
+        )
+    share = batch_size // world_size
+    starts = np.arange(0, len(plan), batch_size) + rank * share
+    rows = (starts[:, None] + np.arange(share)[None, :]).reshape(-1)
+    return Plan(plan.datasets, plan.dataset[rows], plan.shard[rows], plan.sample[rows], plan.position[rows])
+
+
 def sequential_plan(index: DatasetIndex, *, num_samples: int | None = None) -> Plan:
     """The first `num_samples` samples (all if None or if the dataset holds fewer) of one dataset, in
     manifest and file order.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from foundry.data.config import DataConfig
 from foundry.data.loader import Collate, Decode, iterate_batches
-from foundry.data.plan import sequential_plan, window_plan
+from foundry.data.plan import rank_share, sequential_plan, window_plan
 from foundry.data.shards import index_dataset
 
 Batches = Callable[[int, int], Iterator[dict]]
@@ -41,14 +41,23 @@ def training_source(
     batches_per_window: int,
     decode: Decode,
     collate: Collate,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Batches:
     """`batches(window, start_batch)` over the mixture of `data.manifests`, `batch_size` samples a batch.
-    The shard headers are indexed once, here."""
+    The shard headers are indexed once, here.
+
+    With `world_size` processes, `batch_size` is each process's share: global batch b holds
+    `batch_size * world_size` samples and this rank reads only its fixed slice `rank` of it
+    (`plan.rank_share`), so the global sample order is that of one process with the whole batch."""
     indexes = [index_dataset(m) for m in data.manifests]
     weights = data.mix_weights
+    global_batch = batch_size * world_size
 
     def batches(window: int, start_batch: int) -> Iterator[dict]:
-        plan = window_plan(indexes, weights, seed=seed, window=window, samples_per_window=batches_per_window * batch_size)
+        plan = window_plan(indexes, weights, seed=seed, window=window, samples_per_window=batches_per_window * global_batch)
+        if world_size > 1:
+            plan = rank_share(plan, batch_size=global_batch, rank=rank, world_size=world_size)
         return iterate_batches(
             plan, batch_size=batch_size, decode=decode, collate=collate, start_batch=start_batch,
             num_workers=data.num_workers, seed=seed, on_bad_sample=data.on_bad_sample,

@@ -73,16 +73,35 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     keep_checkpoints: int | None = 2  # None keeps every window's checkpoint
+    # Under torchrun: each rank keeps the AdamW moments of 1/world_size of the parameters (ZeRO stage 1,
+    # `foundry.train.zero`); checkpoints hold the full state either way.
+    shard_optimizer: bool = False
 
     @property
     def accum_steps(self) -> int:
-        micro = self.micro_batch_size or self.global_batch_size
-        if micro <= 0 or self.global_batch_size % micro:
+        """Micro-batches per step in a single process."""
+        return self.accum_steps_for(1)
+
+    def rank_batch_size(self, world_size: int) -> int:
+        """Rows each of `world_size` processes trains on per step: global_batch_size / world_size."""
+        if world_size < 1 or self.global_batch_size <= 0 or self.global_batch_size % world_size:
+            raise ValueError(
+                f"train.global_batch_size ({self.global_batch_size}) must be a positive multiple of the "
+                f"world size ({world_size} processes)"
+            )
+        return self.global_batch_size // world_size
+
+    def accum_steps_for(self, world_size: int) -> int:
+        """Micro-batches per step and process: global = micro_batch_size x accumulation x world size."""
+        rank_batch = self.rank_batch_size(world_size)
+        micro = self.micro_batch_size or rank_batch
+        if micro <= 0 or rank_batch % micro:
             raise ValueError(
                 f"train.global_batch_size ({self.global_batch_size}) must be a positive multiple of "
                 f"train.micro_batch_size ({micro})"
+                + (f" x world size ({world_size} processes) = {micro * world_size}" if world_size > 1 else "")
             )
-        return self.global_batch_size // micro
+        return rank_batch // micro
 
     @property
     def samples_per_window(self) -> int:
@@ -103,9 +122,9 @@ class TrainConfig:
     def total_steps(self) -> int:
         return self.steps_per_window * self.num_checkpoints
 
-    def check(self) -> None:
+    def check(self, world_size: int = 1) -> None:
         """Raise a clear error on inconsistent fields (called before training starts)."""
-        _ = self.accum_steps, self.samples_per_window
+        _ = self.accum_steps_for(world_size), self.samples_per_window
         if self.remat and self.grad_backend != "autograd":
             raise ValueError("train.remat needs train.grad_backend='autograd' (torch.func has no saved-tensor hooks)")
         if self.schedule.warmup_steps > self.total_steps:
@@ -124,3 +143,6 @@ class RunConfig:
     device: str = "cpu"
     peak_tflops: float | None = None  # MFU denominator; None measures the matmul peak at start
     print_config: bool = False  # print the resolved config and exit without training
+    # Under torchrun: a collective waiting longer than this (a peer crashed or hangs) raises instead of
+    # hanging. Must exceed the slowest rank's first-step compile time.
+    dist_timeout_s: float = 1800.0

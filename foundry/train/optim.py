@@ -94,6 +94,10 @@ class AdamW:
                 by_key.setdefault((self._decay[i], self._lr_scales[i]), []).append(i)
         return tuple(_Group(decay, scale, tuple(idx)) for (decay, scale), idx in by_key.items())
 
+    def leaf_settings(self) -> list[tuple[bool, bool, float]]:
+        """Per leaf in `tree.leaves(params)` order: (frozen, decayed, lr scale)."""
+        return list(zip(self._frozen, self._decay, self._lr_scales))
+
     def trainable_mask(self) -> list[bool]:
         """Per leaf in `tree.leaves(params)` order: True where the leaf is trained (not frozen)."""
         return [not f for f in self._frozen]

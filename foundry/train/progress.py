@@ -17,6 +17,7 @@ Usage:
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 import time
@@ -24,6 +25,13 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 TTY_INTERVAL_S = 0.2
+
+
+class NullStream(io.TextIOBase):
+    """A text stream that discards what is written (the progress of ranks other than 0)."""
+
+    def write(self, s: str) -> int:
+        return len(s)
 
 
 def format_duration(seconds: float) -> str:

@@ -1,6 +1,10 @@
 """Run-directory plumbing shared by the experiments: config serialisation, the tracker, the MFU peak,
 and evaluation of a loss function over held-out batches.
 
+Under torchrun, `cli` starts the process group after parsing (parsing has no side effects) and ends it
+after training; only rank 0 writes the run's shared files (config.json, the tokenizer) and gets a real
+tracker, the other ranks a `NullTracker` (see `foundry.train.dist`).
+
 Usage::
 
     tracker = runs.start(cfg.run, experiment="llm", config=runs.to_dict(cfg))
@@ -28,10 +32,10 @@ from foundry.data.tokenizer import (
     special_ids,
     train_tokenizer,
 )
-from foundry.train import checkpoint
+from foundry.train import checkpoint, dist
 from foundry.train.config import RunConfig
 from foundry.train.mfu import measure_peak_flops
-from foundry.train.tracking import Tracker, make_tracker
+from foundry.train.tracking import NullTracker, Tracker, make_tracker
 
 
 def to_dict(cfg: Any) -> dict:
@@ -40,8 +44,11 @@ def to_dict(cfg: Any) -> dict:
 
 
 def start(run: RunConfig, *, experiment: str, config: dict, tags: tuple[str, ...] = ()) -> Tracker:
-    """Create the run directory, write the resolved `config.json` (atomically) and open the tracker."""
+    """Create the run directory, write the resolved `config.json` (atomically) and open the tracker; on
+    ranks other than 0 of a distributed run, nothing is written and the tracker records nothing."""
     run_dir = Path(run.run_dir)
+    if not dist.current().is_main:
+        return NullTracker()
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / ".config.json.tmp"
     tmp.write_text(json.dumps(config, indent=2) + "\n")
@@ -97,8 +104,11 @@ def cli(presets: dict, train: Callable[[Any], Any], *, args: list[str] | None = 
     if cfg.run.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return
-    result = train(cfg)
-    print(json.dumps({k: round(v, 4) for k, v in result.metrics.items() if k.startswith("val_")}))
+    # Under torchrun: one process group for the whole run, with a timeout; a failing rank says so.
+    with dist.session(timeout_s=cfg.run.dist_timeout_s, device=cfg.run.device) as world:
+        result = train(cfg)
+    if world.is_main:
+        print(json.dumps({k: round(v, 4) for k, v in result.metrics.items() if k.startswith("val_")}))
 
 
 def config_from_dict(cls: type, d: dict) -> Any:
@@ -134,8 +144,21 @@ def run_tokenizer(
 ) -> Tokenizer:
     """A run's tokenizer, decided once and saved as <run_dir>/tokenizer.json: the run's own copy (resume),
     else the init run's (its weights were trained with it), else `path` (a tokenizer.json or a run dir),
-    else a byte-level BPE trained on `train_texts()`. Missing special tokens are added."""
+    else a byte-level BPE trained on `train_texts()`. Missing special tokens are added.
+    Distributed: rank 0 decides and saves it; the other ranks wait for it and load the saved file."""
     saved = Path(run_dir) / "tokenizer.json"
+    world = dist.current()
+    if not world.is_main:
+        dist.barrier(world)
+        return load_tokenizer(saved)
+    tok = _resolve_tokenizer(saved, init_run=init_run, path=path, train_texts=train_texts, vocab_size=vocab_size)
+    dist.barrier(world)
+    return tok
+
+
+def _resolve_tokenizer(
+    saved: Path, *, init_run: str | None, path: str | None, train_texts: Callable[[], Iterable[str]], vocab_size: int
+) -> Tokenizer:
     if saved.exists():
         tok = load_tokenizer(saved)
     elif init_run:

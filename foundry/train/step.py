@@ -8,6 +8,16 @@ batch. Per-step scalars in `hp` (`lr`, `ema_decay`) are 0-D tensors: new values 
 Randomness: micro-batch i of step s uses `fold_in(fold_in(state.key, s), i)`, so a step's draws depend only on
 (seed, step, micro-batch), never on how many steps ran before a resume.
 
+Many processes (`world.size > 1`, see `foundry.train.dist`): each rank holds its share of the global batch
+as `accum_steps` micro-batches. The weighted gradient sums, loss, weight and aux sums are summed over the
+ranks in one flat all-reduce *before* dividing by the global weight, so the loss weighting stays exact and
+every rank applies the same update (replicas stay identical). The all-reduce is a functional collective
+inside the compiled graph. Rank r's micro-batch i is the global micro-batch `r * accum_steps + i` and draws
+from `fold_in(step_key, r * accum_steps + i)`: ranks draw different noise (the rank is folded in through
+the global micro-batch index), one process is unchanged, and R ranks x b rows give the same keys as one
+process with R*b rows and the same micro-batch size, so even stochastic losses match up to float rounding.
+The non-finite check uses the reduced loss and gradient norm, so all ranks skip (or stop) together.
+
 A non-finite loss or gradient norm leaves params, optimizer state and EMA unchanged (selected with
 `torch.where`, no data-dependent branch) and reports `metrics["skipped"] = 1`; the loop then counts it
 or stops, as configured.
@@ -28,6 +38,7 @@ import torch
 
 from foundry import rng, tree
 from foundry.train import ema as ema_lib
+from foundry.train.dist import World, sum_across
 from foundry.train.grads import Backend, value_and_grad
 from foundry.train.optim import AdamW, clip_by_global_norm, global_norm
 
@@ -61,14 +72,17 @@ def make_step(
     precision: Precision = "fp32",
     clip_norm: float | None = None,
     device_type: str = "cpu",
+    world: World | None = None,
 ) -> Callable:
     """Build the step for `loss_fn(params, micro_batch, *, key) -> (loss, aux)`, where `aux["weight"]` is the
     0-D weight of this micro-batch's mean loss (e.g. its token count). Other 0-D entries of aux are reported
-    as weighted means. Only parameters the optimizer does not freeze are differentiated."""
+    as weighted means. Only parameters the optimizer does not freeze are differentiated. With
+    `world.size > 1` the batch is this rank's share and the sums are all-reduced (module docstring)."""
     if accum_steps < 1:
         raise ValueError(f"accum_steps must be >= 1, got {accum_steps}")
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    world = world or World()  # None: a single process
     trainable = optimizer.trainable_mask()
 
     def split(params):
@@ -90,9 +104,11 @@ def make_step(
         train_leaves, frozen_leaves = split(params)
         step_key = rng.fold_in(state["key"], state["step"])
         grad_sum, loss_sum, weight_sum, aux_sums = None, 0.0, 0.0, {}
+        first_micro = world.rank * accum_steps  # global index of this rank's first micro-batch
         for i in range(accum_steps):
             micro = {k: v[i] for k, v in batch.items()}
-            (value, aux), grads = grad_fn(train_leaves, params, frozen_leaves, micro, rng.fold_in(step_key, i))
+            key = rng.fold_in(step_key, first_micro + i)
+            (value, aux), grads = grad_fn(train_leaves, params, frozen_leaves, micro, key)
             w = aux["weight"].float()
             scaled = [g.float() * w for g in grads]
             grad_sum = scaled if grad_sum is None else [a + b for a, b in zip(grad_sum, scaled)]
@@ -101,6 +117,12 @@ def make_step(
             for name, a in aux.items():
                 if name != "weight":
                     aux_sums[name] = aux_sums.get(name, 0.0) + a.float() * w
+        if world.size > 1:
+            names = list(aux_sums)
+            summed = sum_across([*grad_sum, loss_sum, weight_sum, *(aux_sums[n] for n in names)], world)
+            n = len(grad_sum)
+            grad_sum, loss_sum, weight_sum = summed[:n], summed[n], summed[n + 1]
+            aux_sums = dict(zip(names, summed[n + 2 :]))
         denom = weight_sum.clamp_min(1e-12)
         grads = [g / denom for g in grad_sum]
         loss = loss_sum / denom
