@@ -38,7 +38,8 @@ def test_writes_train_and_val_with_statistics(tiny):
         entries = read_manifest(out / split)
         assert sum(e.num_sequences for e in entries) == s["samples"] and all(e.shard.startswith(split) for e in entries)
         stats = load_stats(out / split / "stats.json")
-        assert {"pose", "action", "action_rel", "next_pose", "next_pose_rel", "next_pose_delta"} <= stats["fields"].keys()
+        fields = {"pose", "action", "action_rel", "next_pose", "next_pose_rel", "next_pose_delta"}
+        assert fields <= stats["fields"].keys()
     assert len(read_manifest(out / "train")) > 1  # several shards at 40 samples each
     assert json.loads((out / "config.json").read_text())["episodes"] == 6
     assert "train: 6 episodes (6 attempts; success push 100%, lift 100%, place_in_bowl 100%)" in format_summary(summary)
