@@ -50,9 +50,10 @@ def _field(hf: dict, key: str, source: str):
     return hf[key]
 
 
-def rope_scaling_from_hf(hf: dict, *, source: str) -> tuple[float, llm.RopeScaling]:
-    """(rope_theta, RopeScaling) from `rope_parameters` (transformers 5) or `rope_theta` + `rope_scaling`
-    (4.x). Unsupported types (yarn, dynamic, longrope, ...) and partial rotary embeddings are errors."""
+def rope_scaling_from_hf(hf: dict, *, source: str) -> dict:
+    """The `llm.Config` RoPE fields (rope_theta, rope_scaling, rope_factor, ...) from `rope_parameters`
+    (transformers 5) or `rope_theta` + `rope_scaling` (4.x). Unsupported types (yarn, dynamic, longrope, ...)
+    and partial rotary embeddings are errors."""
     legacy = {"rope_theta": hf.get("rope_theta", 10000.0), **(hf.get("rope_scaling") or {})}
     params = hf.get("rope_parameters") or legacy
     kind = params.get("rope_type", params.get("type", "default"))
@@ -61,16 +62,18 @@ def rope_scaling_from_hf(hf: dict, *, source: str) -> tuple[float, llm.RopeScali
         raise ValueError(f"{source}: partial_rotary_factor={partial} is not supported (only full rotary embeddings)")
     theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
     if kind == "default":
-        return theta, llm.RopeScaling()
+        return {"rope_theta": theta}
     if kind == "linear":
-        return theta, llm.RopeScaling(kind="linear", factor=float(_field(params, "factor", f"{source} rope")))
+        return {"rope_theta": theta, "rope_scaling": "linear",
+                "rope_factor": float(_field(params, "factor", f"{source} rope"))}  # fmt: skip
     if kind == "llama3":
         get = lambda k: _field(params, k, f"{source} rope_type 'llama3'")
-        return theta, llm.RopeScaling(
-            kind="llama3", factor=float(get("factor")), low_freq_factor=float(get("low_freq_factor")),
-            high_freq_factor=float(get("high_freq_factor")),
-            original_max_len=int(get("original_max_position_embeddings")),
-        )  # fmt: skip
+        return {
+            "rope_theta": theta, "rope_scaling": "llama3", "rope_factor": float(get("factor")),
+            "rope_low_freq_factor": float(get("low_freq_factor")),
+            "rope_high_freq_factor": float(get("high_freq_factor")),
+            "rope_original_max_len": int(get("original_max_position_embeddings")),
+        }  # fmt: skip
     raise ValueError(f"{source}: rope_type {kind!r} is not supported; supported: 'default', 'linear', 'llama3'")
 
 
@@ -84,7 +87,7 @@ def config_from_hf(hf: dict, *, source: str = hf_io.CONFIG) -> llm.Config:
         raise ValueError(f"{source}: use_sliding_window=true is not supported (full attention only)")
     d, n_heads = int(get("hidden_size")), int(get("num_attention_heads"))
     head_dim = int(hf.get("head_dim") or d // n_heads)
-    theta, scaling = rope_scaling_from_hf(hf, source=source)
+    rope_fields = rope_scaling_from_hf(hf, source=source)
     attention_bias = bool(hf.get("attention_bias", False))
     cfg = llm.Config(
         d_model=d,
@@ -97,8 +100,7 @@ def config_from_hf(hf: dict, *, source: str = hf_io.CONFIG) -> llm.Config:
         norm_eps=float(get("rms_norm_eps")),
         qk_norm=arch == "Qwen3ForCausalLM",
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        rope_theta=theta,
-        rope_scaling=scaling,
+        **rope_fields,
         qkv_bias=arch == "Qwen2ForCausalLM" or attention_bias,
         out_bias=arch != "Qwen2ForCausalLM" and attention_bias,
         mlp_bias=arch == "LlamaForCausalLM" and bool(hf.get("mlp_bias", False)),
@@ -123,13 +125,13 @@ def config_to_hf(cfg: llm.Config) -> dict:
                          f"out_bias={cfg.out_bias}")  # fmt: skip
     if cfg.mlp_bias and arch != "LlamaForCausalLM":
         raise ValueError(f"{arch} has no MLP biases; llm.Config.mlp_bias=True exports only as Llama (no qk-norm)")
-    rs = cfg.rope_scaling
-    rope = {"rope_type": "default" if rs.kind == "none" else rs.kind, "rope_theta": cfg.rope_theta}
-    if rs.kind != "none":
-        rope["factor"] = rs.factor
-    if rs.kind == "llama3":
-        rope.update(low_freq_factor=rs.low_freq_factor, high_freq_factor=rs.high_freq_factor,
-                    original_max_position_embeddings=rs.original_max_len)  # fmt: skip
+    kind = cfg.rope_scaling
+    rope = {"rope_type": "default" if kind == "none" else kind, "rope_theta": cfg.rope_theta}
+    if kind != "none":
+        rope["factor"] = cfg.rope_factor
+    if kind == "llama3":
+        rope.update(low_freq_factor=cfg.rope_low_freq_factor, high_freq_factor=cfg.rope_high_freq_factor,
+                    original_max_position_embeddings=cfg.rope_original_max_len)  # fmt: skip
     hf = {
         "architectures": [arch],
         "model_type": _MODEL_TYPES[arch],

@@ -31,18 +31,6 @@ from foundry.nn import attention, embedding, linear, masks, mlp, norm, rope
 
 
 @dataclasses.dataclass(frozen=True)
-class RopeScaling:
-    """RoPE frequency scaling for a longer context than pretraining (the Hugging Face `rope_scaling` /
-    `rope_parameters` types 'linear' and 'llama3'); kind 'none' leaves the frequencies as they are."""
-
-    kind: Literal["none", "linear", "llama3"] = "none"
-    factor: float = 1.0
-    low_freq_factor: float = 1.0  # llama3 only
-    high_freq_factor: float = 4.0  # llama3 only
-    original_max_len: int = 8192  # llama3 only: the pretraining context
-
-
-@dataclasses.dataclass(frozen=True)
 class Config:
     """Sizes of the decoder. `vocab_size=0` means "take it from the tokenizer" (resolved by the experiment)."""
 
@@ -58,7 +46,14 @@ class Config:
     qk_norm: bool = False
     tie_embeddings: bool = False
     rope_theta: float = 10000.0
-    rope_scaling: RopeScaling = RopeScaling()
+    # RoPE frequency scaling for a longer context than pretraining (Hugging Face `rope_scaling` types 'linear'
+    # and 'llama3'); 'none' leaves the frequencies as they are. Flat scalars, not a nested dataclass: configs
+    # are built inside compiled code (the action head's blocks), where dynamo cannot wrap default instances.
+    rope_scaling: Literal["none", "linear", "llama3"] = "none"
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0  # llama3 only
+    rope_high_freq_factor: float = 4.0  # llama3 only
+    rope_original_max_len: int = 8192  # llama3 only: the pretraining context
     qkv_bias: bool = False  # biases on the q, k, v projections (Qwen2)
     out_bias: bool = False  # a bias on the attention output projection (Llama attention_bias=True)
     mlp_bias: bool = False  # biases on the SwiGLU projections (Llama mlp_bias=True)
@@ -102,12 +97,10 @@ def _check(cfg: Config) -> None:
         raise ValueError("llm.Config.vocab_size is unset (0): set it or let the experiment take it from the tokenizer")
     if cfg.n_heads % cfg.kv_heads:
         raise ValueError(f"llm.Config: n_heads ({cfg.n_heads}) must be a multiple of n_kv_heads ({cfg.kv_heads})")
-    if cfg.rope_scaling.kind not in ("none", "linear", "llama3"):
-        raise ValueError(
-            f"llm.Config.rope_scaling.kind must be 'none', 'linear' or 'llama3', got {cfg.rope_scaling.kind!r}"
-        )
-    if cfg.rope_scaling.kind != "none" and cfg.rope_scaling.factor <= 0:
-        raise ValueError(f"llm.Config.rope_scaling.factor must be > 0, got {cfg.rope_scaling.factor}")
+    if cfg.rope_scaling not in ("none", "linear", "llama3"):
+        raise ValueError(f"llm.Config.rope_scaling must be 'none', 'linear' or 'llama3', got {cfg.rope_scaling!r}")
+    if cfg.rope_scaling != "none" and cfg.rope_factor <= 0:
+        raise ValueError(f"llm.Config.rope_factor must be > 0, got {cfg.rope_factor}")
 
 
 def init(key: torch.Tensor, cfg: Config) -> dict:
@@ -157,17 +150,17 @@ def init_shapes(cfg: Config) -> dict:
 
 def rope_frequencies(cfg: Config) -> torch.Tensor:
     """(head_dim / 2,) fp32 RoPE inverse frequencies for `rope_theta`, scaled as `rope_scaling` says."""
-    inv_freq, rs = rope.inv_frequencies(cfg.head_dim, cfg.rope_theta), cfg.rope_scaling
-    if rs.kind == "none":
+    inv_freq = rope.inv_frequencies(cfg.head_dim, cfg.rope_theta)
+    if cfg.rope_scaling == "none":
         return inv_freq
-    if rs.kind == "linear":
-        return rope.linear_scaled(inv_freq, rs.factor)
-    if rs.kind == "llama3":
+    if cfg.rope_scaling == "linear":
+        return rope.linear_scaled(inv_freq, cfg.rope_factor)
+    if cfg.rope_scaling == "llama3":
         return rope.llama3_scaled(
-            inv_freq, factor=rs.factor, low_freq_factor=rs.low_freq_factor, high_freq_factor=rs.high_freq_factor,
-            original_max_len=rs.original_max_len,
+            inv_freq, factor=cfg.rope_factor, low_freq_factor=cfg.rope_low_freq_factor,
+            high_freq_factor=cfg.rope_high_freq_factor, original_max_len=cfg.rope_original_max_len,
         )  # fmt: skip
-    raise ValueError(f"llm.Config.rope_scaling.kind {rs.kind!r} is not one of 'none', 'linear', 'llama3'")
+    raise ValueError(f"llm.Config.rope_scaling {cfg.rope_scaling!r} is not one of 'none', 'linear', 'llama3'")
 
 
 def embed(params: dict, tokens: torch.Tensor) -> torch.Tensor:

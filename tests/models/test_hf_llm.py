@@ -69,7 +69,8 @@ def test_import_matches_transformers_logits(family, tmp_path):
 def test_config_fields_are_derived(tmp_path):
     hf_model("llama-tied-bias-llama3").save_pretrained(tmp_path / "l")
     cfg = hf_llm.load(tmp_path / "l").cfg
-    assert cfg.rope_scaling == llm.RopeScaling("llama3", 8.0, 1.0, 4.0, 16) and cfg.rope_theta == 500000.0
+    rope = (cfg.rope_scaling, cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor)
+    assert rope == ("llama3", 8.0, 1.0, 4.0) and cfg.rope_original_max_len == 16 and cfg.rope_theta == 500000.0
     assert (cfg.qkv_bias, cfg.out_bias, cfg.mlp_bias, cfg.qk_norm) == (True, True, True, False)
     hf_model("qwen3-qknorm-headdim").save_pretrained(tmp_path / "q")
     cfg = hf_llm.load(tmp_path / "q").cfg
@@ -86,7 +87,7 @@ def test_transformers_4_config_form(tmp_path):
     hf["rope_scaling"] = rope
     (tmp_path / "config.json").write_text(json.dumps(hf))
     imported = hf_llm.load(tmp_path)
-    assert imported.cfg.rope_scaling.kind == "llama3" and imported.cfg.rope_theta == 500000.0
+    assert imported.cfg.rope_scaling == "llama3" and imported.cfg.rope_theta == 500000.0
     ids = tokens()
     assert (llm.apply(imported.params, imported.cfg, ids)["logits"] - hf_logits(model, ids)).abs().max() <= 1e-4
 

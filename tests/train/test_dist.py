@@ -108,7 +108,8 @@ def test_two_processes_equal_one_process_with_twice_the_batch(reference):
     assert max_diff(one["opt_state"], two["opt_state"]) < 1e-5
     # Only rank 0 wrote: one run dir with one config, one tokenizer, the two window checkpoints.
     run_dir = reference["root"] / "two"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "config.json", "tokenizer.json"]
+    files = ["checkpoints", "config.json", "metrics.jsonl", "tokenizer.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == files
     assert [p.name for p in checkpoint.list_checkpoints(run_dir)] == ["step_00000004", "step_00000008"]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_00000004", "step_00000008"]
     assert reference["out"].count('"val_loss"') == 1  # the final metrics are printed by rank 0 only
