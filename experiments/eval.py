@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from pathlib import Path
 
 import tyro
 
+from foundry.eval.open_loop import OpenLoopConfig, open_loop_agreement
 from foundry.eval.report import markdown_table, plot_success
 from foundry.eval.rollouts import (
     EvalConfig,
@@ -47,6 +49,9 @@ class EvalExperiment:
     execute_steps: int = 8  # actions of each chunk executed before re-planning
     expert_noise: float = 0.0
     noise_scale: float = 1.0  # a trained policy's initial flow noise scale (0: deterministic chunks)
+    # Also the open-loop agreement of a trained policy on this many expert episodes per task
+    # (foundry.eval.open_loop), written to {out}/{model}/open_loop.json; 0 skips it.
+    open_loop_episodes: int = 0
     env: TabletopConfig = TabletopConfig()  # images are rendered only for a trained policy
     compare: tuple[str, ...] = ()  # other results dirs (an --out dir, or one model's dir in it)
 
@@ -91,6 +96,11 @@ def main(cfg: EvalExperiment) -> dict:
     print(table)
     plot_success(summaries, Path(cfg.out) / "success.png", title=f"success rate ({cfg.episodes_per_task}/task)")
     (Path(cfg.out) / "summary.md").write_text(f"# Closed-loop evaluation\n\n{table}")
+    if cfg.open_loop_episodes and not scripted:
+        ocfg = OpenLoopConfig(tasks=cfg.tasks, episodes_per_task=cfg.open_loop_episodes, seed=cfg.seed + 1, env=env)
+        agreement = open_loop_agreement(factory, ocfg)
+        (Path(cfg.out) / cfg.model_name / "open_loop.json").write_text(json.dumps(agreement, indent=1) + "\n")
+        print("open-loop agreement:", json.dumps(agreement["overall"]))
     return summaries
 
 

@@ -44,6 +44,7 @@ from foundry.data.make_text import MakeTextConfig, make_text
 from foundry.data.text import texts_from_manifests
 from foundry.data.tokenizer import save_tokenizer, train_tokenizer
 from foundry.eval.document import Document
+from foundry.eval.open_loop import OpenLoopConfig, open_loop_agreement
 from foundry.eval.report import plot_curves, plot_success, summary_rows
 from foundry.eval.rollouts import (
     EvalConfig,
@@ -103,6 +104,9 @@ class EvalStage:
     noise_scale: float = 1.0  # the policy's initial flow noise scale (0: deterministic chunks)
     max_steps: int | None = None  # per episode; None: the simulator's limit
     baselines: tuple[Literal["expert", "random"], ...] = ("expert", "random")
+    # Expert episodes per task for the VLA's open-loop agreement (foundry.eval.open_loop): a continuous
+    # measure of what it learned, telling runs apart while closed-loop success is still 0; 0 skips it.
+    open_loop_episodes: int = 4
     workers: int = 2  # processes (results do not depend on it)
 
 
@@ -156,8 +160,12 @@ VARIANTS: dict[str, tuple[str, Callable[[PipelineExperiment], PipelineExperiment
 
 
 def _hashed(cfg: Any, *drop: str) -> dict:
-    """A stage's config for its hash: what the pipeline sets (output dirs, run dirs) left out."""
-    return {k: v for k, v in runs.to_dict(cfg).items() if k not in drop}
+    """A stage's config for its hash: what the pipeline sets (output and run dirs, data paths, init runs:
+    the input stages' hashes stand for them) left out."""
+    out = {k: v for k, v in runs.to_dict(cfg).items() if k not in drop}
+    if isinstance(out.get("data"), dict):
+        out["data"] = {k: v for k, v in out["data"].items() if k not in ("manifests", "val_manifests")}
+    return out
 
 
 def _run(cfg: PipelineExperiment, stage_dir: Path) -> RunConfig:
@@ -198,7 +206,13 @@ def _evaluate(cfg: PipelineExperiment, policy: str, out: Path) -> dict:
                       execute_steps=e.execute_steps, workers=e.workers, max_steps=e.max_steps, env=env)  # fmt: skip
     records = evaluate(factory, ecfg)
     write_results(out / "results", "policy", records, max_sample_size=e.episodes_per_task)
-    return {"success": {task: rate.rate for task, rate in summarize(records).items()}}
+    info: dict[str, Any] = {"success": {task: rate.rate for task, rate in summarize(records).items()}}
+    if policy not in factories and e.open_loop_episodes:
+        horizon = min(5, cfg.vla.robot.action_horizon)
+        ocfg = OpenLoopConfig(tasks=e.tasks, episodes_per_task=e.open_loop_episodes, seed=e.seed + 1, env=env,
+                              horizon=horizon)  # fmt: skip
+        info["open_loop"] = open_loop_agreement(factory, ocfg)
+    return info
 
 
 def run_pipeline(cfg: PipelineExperiment, log: Callable[[str], None] = print) -> dict[str, Stage]:
@@ -223,7 +237,7 @@ def run_pipeline(cfg: PipelineExperiment, log: Callable[[str], None] = print) ->
                                 tokenizer=tokenizer)  # fmt: skip
         return _trained(llm_exp.train(c))
 
-    llm = stage("llm", config=_hashed(cfg.llm, "run", "data", "tokenizer"),
+    llm = stage("llm", config=_hashed(cfg.llm, "run", "tokenizer"),
                 inputs={"text": text.hash, "tokenizer": tok.hash}, fn=train_llm)  # fmt: skip
 
     def train_vlm(d: Path) -> dict:
@@ -233,7 +247,7 @@ def run_pipeline(cfg: PipelineExperiment, log: Callable[[str], None] = print) ->
         return _trained(vlm_exp.train(c))
 
     upstream = {"llm": llm.hash} if cfg.vlm_from_llm else {}
-    vlm = stage("vlm", config=_hashed(cfg.vlm, "run", "data", "init", "tokenizer"),
+    vlm = stage("vlm", config=_hashed(cfg.vlm, "run", "init", "tokenizer"),
                 inputs={"shapes": shapes.hash, "tokenizer": tok.hash, **upstream}, fn=train_vlm)  # fmt: skip
 
     def train_vla(d: Path) -> dict:
@@ -243,7 +257,7 @@ def run_pipeline(cfg: PipelineExperiment, log: Callable[[str], None] = print) ->
         return _trained(vla_exp.train(c))
 
     upstream = {"vlm": vlm.hash} if cfg.vla_from_vlm else {}
-    vla = stage("vla", config=_hashed(cfg.vla, "run", "data", "init", "tokenizer"),
+    vla = stage("vla", config=_hashed(cfg.vla, "run", "init", "tokenizer"),
                 inputs={"demos": demos.hash, "tokenizer": tok.hash, **upstream}, fn=train_vla)  # fmt: skip
     eval_cfg = _hashed(cfg.eval, "workers", "baselines") | {"image_size": cfg.demos.image_size}
     baseline_cfg = {k: v for k, v in eval_cfg.items() if k != "noise_scale"}
@@ -280,6 +294,14 @@ def _stage_rows(stages: dict[str, Stage]) -> list[list[str]]:
     return rows
 
 
+OPEN_LOOP_HEADER = ["task", "cosine", "within 45 deg", "error (cm)", "motion (cm)", "n"]
+
+
+def _open_loop_cells(v: dict) -> list[str]:
+    return [f"{v['cosine']:.2f}", f"{v['within_45deg']:.0%}", f"{100 * v['error_m']:.1f}", f"{100 * v['motion_m']:.1f}",
+            str(v["n"])]  # fmt: skip
+
+
 def write_report(cfg: PipelineExperiment, variants: dict[str, tuple[PipelineExperiment, dict[str, Stage]]],
                  command: str) -> tuple[Path, Path]:  # fmt: skip
     """report.md + report.html (+ report/*.png) in cfg.dir for the variants' stages; returns the two paths."""
@@ -314,6 +336,13 @@ def write_report(cfg: PipelineExperiment, variants: dict[str, tuple[PipelineExpe
         doc.table(*summary_rows(summaries, comparisons))
         png = plot_success(summaries, root / "report" / f"{name}-success.png", title=f"success rate ({name})")
         doc.image(str(png.relative_to(root)), f"closed-loop success ({name})")
+        if "open_loop" in stages["eval"].info:
+            doc.text("Open-loop agreement of the VLA on expert demonstrations (the expert drives; every 6 steps the "
+                     "policy's xy motion a few steps ahead is compared with the demonstration's): mean cosine, share "
+                     "within 45 degrees, end-point error and the demonstration's motion.")  # fmt: skip
+            doc.table(
+                OPEN_LOOP_HEADER, [[t, *_open_loop_cells(v)] for t, v in stages["eval"].info["open_loop"].items()]
+            )
     if len(variants) > 1:
         doc.heading("Sweep: final policies compared")
         summaries = {n: summarize(_records(stages["eval"])) for n, (_, stages) in variants.items()}
@@ -321,6 +350,10 @@ def write_report(cfg: PipelineExperiment, variants: dict[str, tuple[PipelineExpe
         comparisons = {f"{n} vs {base_name}": compare(_records(s["eval"]), ref)
                        for n, (_, s) in list(variants.items())[1:]}  # fmt: skip
         doc.table(*summary_rows(summaries, comparisons))
+        agreement = {n: s["eval"].info["open_loop"]["overall"] for n, (_, s) in variants.items()
+                     if "open_loop" in s["eval"].info}  # fmt: skip
+        if agreement:
+            doc.table(["variant", *OPEN_LOOP_HEADER[1:]], [[n, *_open_loop_cells(v)] for n, v in agreement.items()])
         png = plot_success(summaries, root / "report" / "sweep-success.png", title="success rate per variant")
         doc.image(str(png.relative_to(root)), "closed-loop success per variant")
     doc.heading("Resolved configuration")
@@ -392,7 +425,7 @@ PRESETS = {
             llm=stage_of(LLMStage, llm_exp.PRESETS["llm-debug"][1], train=_DEBUG_TRAIN),
             vlm=stage_of(VLMStage, vlm_exp.PRESETS["vlm-debug"][1], train=_DEBUG_TRAIN, eval_samples=4),
             vla=stage_of(VLAStage, vla_exp.PRESETS["vla-debug"][1], train=_DEBUG_TRAIN, eval_samples=4),
-            eval=EvalStage(episodes_per_task=1, max_steps=16, workers=0),
+            eval=EvalStage(episodes_per_task=1, max_steps=16, workers=0, open_loop_episodes=1),
             tracker="none",
             peak_tflops=1.0,
         ),

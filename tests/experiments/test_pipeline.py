@@ -43,7 +43,15 @@ def test_the_chain_runs_end_to_end_and_writes_the_report(done):
         str(stages["tokenizer"])
     )
     md, html = (root / "report.md").read_text(), (root / "report.html").read_text()
-    for text in ("| overall |", "p (vla vs random)", "VLM captions", "pipeline-debug", "report/main-vla-loss.png"):
+    for text in (
+        "| overall |",
+        "p (vla vs random)",
+        "VLM captions",
+        "pipeline-debug",
+        "report/main-vla-loss.png",
+        "Open-loop agreement",
+        "| cosine | within 45 deg |",
+    ):
         assert text in md, text
     assert html.count("data:image/png;base64,") == 4 and '<img src="report/' not in html  # self-contained
     for stage in ("llm", "vlm", "vla"):
@@ -77,7 +85,7 @@ def test_a_sweep_variant_reruns_only_the_stages_it_changes(done):
     assert list(success) == ["main", "vla-k1"]
     assert started(lines) == ["vla", "eval"]  # data, tokenizer, LLM, VLM and the baselines are shared
     md = (pipeline.Path(cfg.dir) / "report.md").read_text()
-    assert "## Sweep: final policies compared" in md and "p (vla-k1 vs main)" in md
+    assert "## Sweep: final policies compared" in md and "p (vla-k1 vs main)" in md and "| variant | cosine |" in md
 
 
 def test_config_errors():
