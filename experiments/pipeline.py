@@ -261,7 +261,7 @@ def run_pipeline(cfg: PipelineExperiment, log: Callable[[str], None] = print) ->
     vla = stage("vla", config=_hashed(cfg.vla, "run", "init", "tokenizer"),
                 inputs={"demos": demos.hash, "tokenizer": tok.hash, **upstream}, fn=train_vla)  # fmt: skip
     eval_cfg = _hashed(cfg.eval, "workers", "baselines") | {"image_size": cfg.demos.image_size}
-    baseline_cfg = {k: v for k, v in eval_cfg.items() if k != "noise_scale"}
+    baseline_cfg = {k: v for k, v in eval_cfg.items() if k not in ("noise_scale", "open_loop_episodes")}
     out = {s.name: s for s in (text, shapes, demos, tok, llm, vlm, vla)}
     out["eval"] = stage("eval", config=eval_cfg, inputs={"vla": vla.hash},
                         fn=lambda d: _evaluate(cfg, str(vla.dir), d))  # fmt: skip
