@@ -2,7 +2,7 @@
 -> closed-loop evaluation against the scripted expert and a random policy -> report.
 
 Usage:
-    python experiments/pipeline.py pipeline                           # `make pipeline`: ~26 min on 2 cores
+    python experiments/pipeline.py pipeline                           # `make pipeline`: ~25 min on 2 cores
     python experiments/pipeline.py pipeline-debug --dir /tmp/p        # the chain end to end in ~2 min
     python experiments/pipeline.py pipeline --llm.train.total-train-samples 25600 --dir runs/pipeline-llm2x
     python experiments/pipeline.py pipeline --sweep main vlm-scratch vla-k1      # ablations, compared
@@ -403,7 +403,7 @@ _DEBUG_TRAIN = TrainConfig(
 
 PRESETS = {
     "pipeline": (
-        "The default chain on 2 CPU cores in about 26 minutes: llm 11m (400 steps), vlm-shapes (700 steps), "
+        "The default chain on 2 CPU cores in about 25 minutes: llm 11m (400 steps), vlm-shapes (700 steps), "
         "vla-tabletop with one frame per camera (1500 steps), 20 closed-loop episodes per task.",
         PipelineExperiment(
             shapes=MakeShapesConfig(train_samples=12_000, val_samples=300, image_size=112, workers=2),
