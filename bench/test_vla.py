@@ -19,10 +19,7 @@ import torch
 
 from foundry import rng
 from foundry.models import vla
-from foundry.train.config import AdamWConfig
-from foundry.train.mfu import compute_dtype, measure_peak_flops
-from foundry.train.optim import AdamW
-from foundry.train.step import INDUCTOR_OPTIONS, compile_step, init_state, make_step
+from foundry.train.step import INDUCTOR_OPTIONS
 from foundry_kernels import pixel_shuffle
 
 BATCH, N_IMG, INSTR = 8, 4, 16
@@ -52,26 +49,13 @@ def params():
 
 
 @pytest.mark.parametrize("repeats", [1, 8])
-def test_vla_train_step(benchmark, params, repeats):
+def test_vla_train_step(train_step_rate, params, repeats):
     cfg = dataclasses.replace(CFG, num_action_head_repeats=repeats)
-    optimizer = AdamW(AdamWConfig(), params)
     loss_fn = lambda p, b, *, key: vla.loss(p, cfg, b, key=key)
-    step = compile_step(make_step(loss_fn, optimizer, precision="bf16", clip_norm=1.0))
-    holder = {"state": init_state(params, optimizer, rng.key(3))}
-    batch, hp = {k: v[None] for k, v in make_batch(BATCH).items()}, {"lr": torch.tensor(1e-4)}
-
-    def run():
-        holder["state"], metrics = step(holder["state"], batch, hp)
-        return metrics["loss"].item()
-
-    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=2)
-    samples_per_s = BATCH / benchmark.stats.stats.mean
-    peak = measure_peak_flops(compute_dtype("bf16"))
-    mfu = samples_per_s * vla.flops_per_sample(cfg, SEQ, N_IMG) / peak
-    benchmark.extra_info.update(samples_per_s=round(samples_per_s, 1), mfu=round(mfu, 3), repeats=repeats)
-    print(
-        f"\nR={repeats} bf16 compiled: {samples_per_s:,.1f} samples/s, MFU {mfu:.1%} (peak {peak / 1e9:,.0f} GFLOP/s)"
-    )
+    batch = {k: v[None] for k, v in make_batch(BATCH).items()}
+    flops = vla.flops_per_sample(cfg, SEQ, N_IMG)
+    samples_per_s, _ = train_step_rate(loss_fn, params, batch, units=BATCH, flops_per_unit=flops, precision="bf16")
+    print(f"R={repeats}: {samples_per_s:,.1f} samples/s")
 
 
 @pytest.mark.parametrize("mode", ["eager", "compiled-euler", "compiled-all"])

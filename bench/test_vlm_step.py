@@ -11,10 +11,6 @@ import torch
 
 from foundry import rng
 from foundry.models import vlm
-from foundry.train.config import AdamWConfig
-from foundry.train.mfu import compute_dtype, measure_peak_flops
-from foundry.train.optim import AdamW
-from foundry.train.step import compile_step, init_state, make_step
 
 BATCH, SEQ, PROMPT = 8, 128, 8
 VOCAB = 4096
@@ -28,7 +24,6 @@ def loss_fn(params, batch, *, key):
 @pytest.fixture(scope="module")
 def setup():
     params = vlm.init(rng.key(0), CFG)
-    optimizer = AdamW(AdamWConfig(), params)
     n_img, size = CFG.tokens_per_image, CFG.vit.image_size
     tokens = rng.randint(rng.key(1), (BATCH, SEQ + 1), 0, VOCAB - 1)
     tokens[:, :n_img] = CFG.image_token_id
@@ -42,26 +37,12 @@ def setup():
         "loss_mask": loss_mask,
         "prefix_len": torch.full((BATCH,), n_img + PROMPT),
     }
-    return params, optimizer, {k: v[None] for k, v in batch.items()}  # one micro-batch
+    return params, {k: v[None] for k, v in batch.items()}  # one micro-batch
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
-def test_vlm_tiny_train_step(benchmark, setup, precision):
-    params, optimizer, batch = setup
-    step = compile_step(make_step(loss_fn, optimizer, precision=precision, clip_norm=1.0))
-    holder = {"state": init_state(params, optimizer, rng.key(3))}
-    hp = {"lr": torch.tensor(1e-4)}
-
-    def run():
-        holder["state"], metrics = step(holder["state"], batch, hp)
-        return metrics["loss"].item()
-
-    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=2)
-    samples_per_s = BATCH / benchmark.stats.stats.mean
-    peak = measure_peak_flops(compute_dtype(precision))
-    mfu = samples_per_s * vlm.flops_per_sample(CFG, SEQ, n_images=1) / peak
-    benchmark.extra_info.update(
-        samples_per_s=round(samples_per_s, 1), mfu=round(mfu, 3), peak_gflops=round(peak / 1e9),
-        threads=torch.get_num_threads(),
-    )  # fmt: skip
-    print(f"\n{precision} compiled: {samples_per_s:,.1f} samples/s, MFU {mfu:.1%} (peak {peak / 1e9:,.0f} GFLOP/s)")
+def test_vlm_tiny_train_step(train_step_rate, setup, precision):
+    params, batch = setup
+    flops = vlm.flops_per_sample(CFG, SEQ, n_images=1)
+    samples_per_s, _ = train_step_rate(loss_fn, params, batch, units=BATCH, flops_per_unit=flops, precision=precision)
+    print(f"samples/s: {samples_per_s:,.1f}")
