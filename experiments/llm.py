@@ -33,7 +33,6 @@ from foundry.infer.generate import Sampling, generate
 from foundry.models import hf_llm, llm
 from foundry.train import checkpoint, dist, loop, runs
 from foundry.train.config import AdamWConfig, RunConfig, ScheduleConfig, TrainConfig
-from foundry.train.mfu import compute_dtype
 from foundry.train.optim import AdamW
 from foundry.train.step import init_state
 
@@ -214,17 +213,12 @@ def train(cfg: LLMExperiment, *, max_steps: int | None = None) -> loop.Result:
         tracker.log_text("sample", cfg.sample_prompt + tok.decode(out.tokens[0].tolist()), step=int(state["step"]))
         return metrics
 
-    try:
-        return loop.run(
-            tcfg, run_dir=run_dir, state=state, optimizer=optimizer, loss_fn=loss_fn, batches=batches,
-            evaluate=evaluate, tracker=tracker, config=runs.to_dict(cfg),
-            assets={"tokenizer.json": run_dir / "tokenizer.json"},
-            flops_per_sample=llm.flops_per_token(mcfg, cfg.text.seq_len) * cfg.text.seq_len,
-            peak_flops=runs.peak_flops(cfg.run, compute_dtype(tcfg.precision)), desc="llm", device=device,
-            max_steps=max_steps,
-        )  # fmt: skip
-    finally:
-        tracker.close()
+    return runs.train_loop(
+        cfg, tracker=tracker, state=state, optimizer=optimizer, loss_fn=loss_fn, batches=batches, evaluate=evaluate,
+        assets={"tokenizer.json": run_dir / "tokenizer.json"},
+        flops_per_sample=llm.flops_per_token(mcfg, cfg.text.seq_len) * cfg.text.seq_len, desc="llm",
+        max_steps=max_steps,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ from foundry.infer.policy import InstructionTokenizer
 from foundry.models import llm, vla, vlm
 from foundry.train import checkpoint, dist, loop, runs
 from foundry.train.config import RunConfig, ScheduleConfig, TrainConfig
-from foundry.train.mfu import compute_dtype
 from foundry.train.optim import AdamW
 from foundry.train.step import init_state
 
@@ -294,17 +293,11 @@ def train(cfg: VLAExperiment, *, max_steps: int | None = None) -> loop.Result:
     n_images = robot.num_images
     seq_len = n_images * mcfg.vlm.tokens_per_image + robot.max_instruction_tokens + 1
     print(f"vla: parameter groups\n{optimizer.describe()}")
-    try:
-        return loop.run(
-            tcfg, run_dir=run_dir, state=state, optimizer=optimizer, loss_fn=loss_fn, batches=batches,
-            evaluate=evaluate, tracker=tracker, config=runs.to_dict(cfg),
-            assets={"tokenizer.json": run_dir / "tokenizer.json", "stats.json": run_dir / "stats.json"},
-            flops_per_sample=vla.flops_per_sample(mcfg, seq_len, n_images),
-            peak_flops=runs.peak_flops(cfg.run, compute_dtype(tcfg.precision)), desc="vla", device=device,
-            max_steps=max_steps,
-        )  # fmt: skip
-    finally:
-        tracker.close()
+    return runs.train_loop(
+        cfg, tracker=tracker, state=state, optimizer=optimizer, loss_fn=loss_fn, batches=batches, evaluate=evaluate,
+        assets={"tokenizer.json": run_dir / "tokenizer.json", "stats.json": run_dir / "stats.json"},
+        flops_per_sample=vla.flops_per_sample(mcfg, seq_len, n_images), desc="vla", max_steps=max_steps,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ from foundry.eval.captions import caption_accuracy, load_scenes
 from foundry.models import hf_vit, llm, vit, vlm
 from foundry.train import checkpoint, dist, loop, runs
 from foundry.train.config import RunConfig, ScheduleConfig, TrainConfig
-from foundry.train.mfu import compute_dtype
 from foundry.train.optim import AdamW
 from foundry.train.step import init_state
 
@@ -218,17 +217,12 @@ def train(cfg: VLMExperiment, *, max_steps: int | None = None) -> loop.Result:
         return metrics
 
     print(f"vlm: parameter groups\n{optimizer.describe()}")
-    try:
-        return loop.run(
-            tcfg, run_dir=run_dir, state=state, optimizer=optimizer, loss_fn=loss_fn, batches=batches,
-            evaluate=evaluate, tracker=tracker, config=runs.to_dict(cfg),
-            assets={"tokenizer.json": run_dir / "tokenizer.json"},
-            flops_per_sample=vlm.flops_per_sample(mcfg, ccfg.seq_len, ccfg.images_per_sample),
-            peak_flops=runs.peak_flops(cfg.run, compute_dtype(tcfg.precision)), desc="vlm", device=device,
-            max_steps=max_steps,
-        )  # fmt: skip
-    finally:
-        tracker.close()
+    return runs.train_loop(
+        cfg, tracker=tracker, state=state, optimizer=optimizer, loss_fn=loss_fn, batches=batches, evaluate=evaluate,
+        assets={"tokenizer.json": run_dir / "tokenizer.json"},
+        flops_per_sample=vlm.flops_per_sample(mcfg, ccfg.seq_len, ccfg.images_per_sample), desc="vlm",
+        max_steps=max_steps,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ from foundry.data.tokenizer import (
     special_ids,
     train_tokenizer,
 )
-from foundry.train import checkpoint, dist
+from foundry.train import checkpoint, dist, loop
 from foundry.train.config import RunConfig
-from foundry.train.mfu import measure_peak_flops
+from foundry.train.mfu import compute_dtype, measure_peak_flops
 from foundry.train.tracking import NullTracker, Tracker, make_tracker
 
 
@@ -61,6 +61,19 @@ def peak_flops(run: RunConfig, dtype: torch.dtype) -> float:
     if run.peak_tflops is not None:
         return run.peak_tflops * 1e12
     return measure_peak_flops(dtype, run.device)
+
+
+def train_loop(cfg: Any, *, tracker: Tracker, **kwargs: Any) -> loop.Result:
+    """`loop.run` for a resolved experiment config (with `train` and `run` fields): its train config, run
+    directory, device, saved config and the MFU peak taken from `cfg`; the tracker is closed however the
+    loop ends. `kwargs` are the rest of `loop.run`'s arguments (state, optimizer, loss_fn, batches, ...)."""
+    try:
+        return loop.run(
+            cfg.train, run_dir=cfg.run.run_dir, tracker=tracker, config=to_dict(cfg), device=cfg.run.device,
+            peak_flops=peak_flops(cfg.run, compute_dtype(cfg.train.precision)), **kwargs,
+        )  # fmt: skip
+    finally:
+        tracker.close()
 
 
 @torch.no_grad()
