@@ -179,10 +179,6 @@ def _splits(stage: Stage) -> dict:
     return {"manifests": (str(stage.dir / "train"),), "val_manifests": (str(stage.dir / "val"),)}
 
 
-def _trained(result) -> dict:
-    return {"metrics": result.metrics, "train_seconds": result.wall_s}
-
-
 def _tokenizer(cfg: PipelineExperiment, text: Stage, shapes: Stage, demos: Stage, out: Path) -> dict:
     t = cfg.tokenizer
 
@@ -231,35 +227,31 @@ def run_pipeline(cfg: PipelineExperiment, log: Callable[[str], None] = print) ->
                 fn=lambda d: _tokenizer(cfg, text, shapes, demos, d))  # fmt: skip
     tok_file = str(tok.dir / "tokenizer.json")
 
-    def train_llm(d: Path) -> dict:
-        # An imported model (--llm.init.hf) keeps the tokenizer its embeddings were trained with.
-        tokenizer = cfg.llm.tokenizer if cfg.llm.init.hf else dataclasses.replace(cfg.llm.tokenizer, path=tok_file)
-        c = dataclasses.replace(cfg.llm, data=dataclasses.replace(cfg.llm.data, **_splits(text)), run=_run(cfg, d),
-                                tokenizer=tokenizer)  # fmt: skip
-        return _trained(llm_exp.train(c))
+    def train(train_fn: Callable, stage_cfg: Any, data: Stage, **changes: Any) -> Callable[[Path], dict]:
+        """The stage function: `stage_cfg` on `data`'s splits, run in the stage directory, with `changes`."""
 
-    llm = stage("llm", config=_hashed(cfg.llm, "run", "tokenizer"),
-                inputs={"text": text.hash, "tokenizer": tok.hash}, fn=train_llm)  # fmt: skip
+        def fn(d: Path) -> dict:
+            splits = dataclasses.replace(stage_cfg.data, **_splits(data))
+            result = train_fn(dataclasses.replace(stage_cfg, data=splits, run=_run(cfg, d), **changes))
+            return {"metrics": result.metrics, "train_seconds": result.wall_s}
 
-    def train_vlm(d: Path) -> dict:
-        init = vlm_exp.VLMInit(llm=str(llm.dir) if cfg.vlm_from_llm else None)
-        c = dataclasses.replace(cfg.vlm, data=dataclasses.replace(cfg.vlm.data, **_splits(shapes)), init=init,
-                                tokenizer=None if cfg.vlm_from_llm else tok_file, run=_run(cfg, d))  # fmt: skip
-        return _trained(vlm_exp.train(c))
+        return fn
 
-    upstream = {"llm": llm.hash} if cfg.vlm_from_llm else {}
+    # An imported model (--llm.init.hf) keeps the tokenizer its embeddings were trained with.
+    llm_tok = cfg.llm.tokenizer if cfg.llm.init.hf else dataclasses.replace(cfg.llm.tokenizer, path=tok_file)
+    llm = stage("llm", config=_hashed(cfg.llm, "run", "tokenizer"), inputs={"text": text.hash, "tokenizer": tok.hash},
+                fn=train(llm_exp.train, cfg.llm, text, tokenizer=llm_tok))  # fmt: skip
+    # From the previous stage's run (its tokenizer comes along), or from scratch with the pipeline's tokenizer.
+    vlm_in, vlm_tok = ({"llm": llm.hash}, None) if cfg.vlm_from_llm else ({}, tok_file)
+    vlm_init = vlm_exp.VLMInit(llm=str(llm.dir) if cfg.vlm_from_llm else None)
     vlm = stage("vlm", config=_hashed(cfg.vlm, "run", "init", "tokenizer"),
-                inputs={"shapes": shapes.hash, "tokenizer": tok.hash, **upstream}, fn=train_vlm)  # fmt: skip
-
-    def train_vla(d: Path) -> dict:
-        init = vla_exp.VLAInit(vlm=str(vlm.dir) if cfg.vla_from_vlm else None)
-        c = dataclasses.replace(cfg.vla, data=dataclasses.replace(cfg.vla.data, **_splits(demos)), init=init,
-                                tokenizer=None if cfg.vla_from_vlm else tok_file, run=_run(cfg, d))  # fmt: skip
-        return _trained(vla_exp.train(c))
-
-    upstream = {"vlm": vlm.hash} if cfg.vla_from_vlm else {}
+                inputs={"shapes": shapes.hash, "tokenizer": tok.hash, **vlm_in},
+                fn=train(vlm_exp.train, cfg.vlm, shapes, init=vlm_init, tokenizer=vlm_tok))  # fmt: skip
+    vla_in, vla_tok = ({"vlm": vlm.hash}, None) if cfg.vla_from_vlm else ({}, tok_file)
+    vla_init = vla_exp.VLAInit(vlm=str(vlm.dir) if cfg.vla_from_vlm else None)
     vla = stage("vla", config=_hashed(cfg.vla, "run", "init", "tokenizer"),
-                inputs={"demos": demos.hash, "tokenizer": tok.hash, **upstream}, fn=train_vla)  # fmt: skip
+                inputs={"demos": demos.hash, "tokenizer": tok.hash, **vla_in},
+                fn=train(vla_exp.train, cfg.vla, demos, init=vla_init, tokenizer=vla_tok))  # fmt: skip
     eval_cfg = _hashed(cfg.eval, "workers", "baselines") | {"image_size": cfg.demos.image_size}
     baseline_cfg = {k: v for k, v in eval_cfg.items() if k not in ("noise_scale", "open_loop_episodes")}
     out = {s.name: s for s in (text, shapes, demos, tok, llm, vlm, vla)}
