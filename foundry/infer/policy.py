@@ -244,11 +244,18 @@ class Policy:
 
     def observe(self, observation: dict) -> None:
         """Record an observation the policy does not act on (a step of an executing chunk), so the
-        negative image and proprio offsets of the next `act` count env steps, as in training."""
-        self._remember(self._current_frames(observation), observation)
+        negative image and proprio offsets of the next `act` count env steps, as in training. A model that
+        reads no past steps keeps nothing (and preprocesses nothing here)."""
+        if self._keep:
+            self._remember(self._current_frames(observation), observation)
+
+    @property
+    def _keep(self) -> int:
+        """Past observations the model reads: the deepest negative image offset or proprio step."""
+        return max([-o for o in self.robot.image_offsets] + [self.robot.past_steps, 0])
 
     def _remember(self, frames: dict[str, np.ndarray], observation: dict) -> None:
-        keep = max([-o for o in self.robot.image_offsets] + [self.robot.past_steps, 0])
+        keep = self._keep
         for cam, frame in frames.items():
             self._frames[cam] = ([*self._frames.get(cam, []), frame])[-keep:] if keep else []
         self._proprio = ([*self._proprio, self._current_proprio(observation)])[-keep:] if keep else []
