@@ -25,7 +25,7 @@ from foundry_kernels import pixel_shuffle
 BATCH, N_IMG, INSTR = 8, 4, 16
 VOCAB = 4096
 CFG = vla.preset("vla-tabletop", llm_vocab=VOCAB, image_token_id=VOCAB - 2, obs_token_id=VOCAB - 1)
-SEQ = N_IMG * CFG.vlm.tokens_per_image + INSTR + 1
+SEQ = vla.prompt_length(CFG, N_IMG, INSTR)
 
 
 def make_batch(b: int) -> dict:

@@ -57,7 +57,6 @@ from foundry.eval.rollouts import (
 )
 from foundry.eval.stats import OVERALL, compare, summarize
 from foundry.sim.make_demos import MakeDemosConfig, make_demos
-from foundry.sim.tabletop import TASK_FAMILIES, TabletopConfig
 from foundry.train import runs
 from foundry.train.config import RunConfig, ScheduleConfig, TrainConfig
 from foundry.train.progress import format_duration
@@ -98,7 +97,7 @@ class TokenizerStage:
 @dataclasses.dataclass(frozen=True)
 class EvalStage:
     episodes_per_task: int = 20
-    tasks: tuple[str, ...] = TASK_FAMILIES
+    tasks: tuple[str, ...] = ()  # task families to evaluate; () = the demonstrations' (`--demos.tasks`)
     seed: int = 0  # episode seeds: every policy faces the same scenes
     execute_steps: int = 8  # actions of each chunk executed before re-planning
     noise_scale: float = 1.0  # the policy's initial flow noise scale (0: deterministic chunks)
@@ -157,6 +156,8 @@ VARIANTS: dict[str, tuple[str, Callable[[PipelineExperiment], PipelineExperiment
                     lambda cfg: dataclasses.replace(cfg, vla_from_vlm=False)),
     "vla-k1": ("the action head conditioned on the last layer's <obs> state only (k = 1, not 4)",
                lambda cfg: replace_at(cfg, "vla.model.cond_layers", 1)),
+    "vla-prefix": ("the action head reads every prompt token's features (images, instruction), not only <obs>'s",
+                   lambda cfg: replace_at(cfg, "vla.model.cond_source", "prefix")),
 }  # fmt: skip
 
 
@@ -198,15 +199,16 @@ def _evaluate(cfg: PipelineExperiment, policy: str, out: Path) -> dict:
     e = cfg.eval
     factories = {"expert": ExpertPolicy, "random": RandomPolicy}
     factory = factories.get(policy) or functools.partial(load_trained_policy, run_dir=policy, noise_scale=e.noise_scale)
-    env = TabletopConfig(image_size=cfg.demos.image_size, cameras=cfg.demos.cameras, render=policy not in factories)
-    ecfg = EvalConfig(tasks=e.tasks, episodes_per_task=e.episodes_per_task, seed=e.seed,
+    env = dataclasses.replace(cfg.demos.sim, render=policy not in factories)  # the scenes of the demonstrations
+    tasks = e.tasks or cfg.demos.tasks
+    ecfg = EvalConfig(tasks=tasks, episodes_per_task=e.episodes_per_task, seed=e.seed,
                       execute_steps=e.execute_steps, workers=e.workers, max_steps=e.max_steps, env=env)  # fmt: skip
     records = evaluate(factory, ecfg)
     write_results(out / "results", "policy", records, max_sample_size=e.episodes_per_task)
     info: dict[str, Any] = {"success": {task: rate.rate for task, rate in summarize(records).items()}}
     if policy not in factories and e.open_loop_episodes:
         horizon = min(5, cfg.vla.robot.action_horizon)
-        ocfg = OpenLoopConfig(tasks=e.tasks, episodes_per_task=e.open_loop_episodes, seed=e.seed + 1, env=env,
+        ocfg = OpenLoopConfig(tasks=tasks, episodes_per_task=e.open_loop_episodes, seed=e.seed + 1, env=env,
                               horizon=horizon)  # fmt: skip
         info["open_loop"] = open_loop_agreement(factory, ocfg)
     return info
@@ -252,7 +254,9 @@ def run_pipeline(cfg: PipelineExperiment, log: Callable[[str], None] = print) ->
     vla = stage("vla", config=_hashed(cfg.vla, "run", "init", "tokenizer"),
                 inputs={"demos": demos.hash, "tokenizer": tok.hash, **vla_in},
                 fn=train(vla_exp.train, cfg.vla, demos, init=vla_init, tokenizer=vla_tok))  # fmt: skip
-    eval_cfg = _hashed(cfg.eval, "workers", "baselines") | {"image_size": cfg.demos.image_size}
+    # the scenes (the demonstrations' simulator) and the task list decide the episodes, baselines included
+    scenes = {"tasks": list(cfg.eval.tasks or cfg.demos.tasks), "env": _hashed(cfg.demos.sim, "render", "tasks")}
+    eval_cfg = _hashed(cfg.eval, "workers", "baselines", "tasks") | scenes
     baseline_cfg = {k: v for k, v in eval_cfg.items() if k not in ("noise_scale", "open_loop_episodes")}
     out = {s.name: s for s in (text, shapes, demos, tok, llm, vlm, vla)}
     out["eval"] = stage("eval", config=eval_cfg, inputs={"vla": vla.hash},

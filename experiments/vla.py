@@ -200,7 +200,11 @@ def resolve_model(cfg: VLAExperiment, tok, dims: tuple[int, int]) -> vla.Config:
         past_steps=r.past_action_steps,
         cond_dim=model.cond_layers * m.llm.d_model,
     )
-    return dataclasses.replace(model, vlm=m, head=head, obs_token_id=ids["<obs>"])
+    model = dataclasses.replace(model, vlm=m, head=head, obs_token_id=ids["<obs>"])
+    if model.cond_source == "prefix":  # the head reads the whole padded prompt
+        head = dataclasses.replace(head, cond_tokens=vla.prompt_length(model, r.num_images, r.max_instruction_tokens))
+        model = dataclasses.replace(model, head=head)
+    return model
 
 
 def initial_params(cfg: VLAExperiment, mcfg: vla.Config, key: torch.Tensor) -> dict:
@@ -291,7 +295,7 @@ def train(cfg: VLAExperiment, *, max_steps: int | None = None) -> loop.Result:
         return metrics
 
     n_images = robot.num_images
-    seq_len = n_images * mcfg.vlm.tokens_per_image + robot.max_instruction_tokens + 1
+    seq_len = vla.prompt_length(mcfg, n_images, robot.max_instruction_tokens)
     print(f"vla: parameter groups\n{optimizer.describe()}")
     return runs.train_loop(
         cfg, tracker=tracker, state=state, optimizer=optimizer, loss_fn=loss_fn, batches=batches, evaluate=evaluate,

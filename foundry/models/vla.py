@@ -11,8 +11,12 @@ attention both work). The `<obs>` token's input embedding is the learned vector 
 vocabulary row of `obs_token_id` (that id only marks the position): it stays trainable when the VLM is frozen.
 A batch may instead carry a ready `tokens` (B, T) / `mask` prompt with exactly one `<obs>` per row.
 
-Conditioning (`encode`): the `<obs>` hidden state of each of the last k blocks (before the final norm),
-RMS-normalized per layer without parameters (deeper layers have larger norms), concatenated -> (B, k * D).
+Conditioning (`encode`): the hidden states of the last k blocks (before the final norm), RMS-normalized per
+layer without parameters (deeper layers have larger norms), concatenated per token -> (B, C, k * D), of
+- `cond_source="obs"`: the `<obs>` token alone (C = 1);
+- `cond_source="prefix"`: every prompt token (images, instruction, `<obs>`), right-padded to C =
+  `head.cond_tokens` and masked, so the head attends to the image tokens directly, at fixed positions (GR00T
+  N1's action head reads all VLM tokens too), at the cost of a head sequence of C + P + F tokens.
 
 Batch (the robot pipeline, `foundry.data.robot`)::
 
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +59,8 @@ class Config:
 
     vlm: vlm.Config = dataclasses.field(default_factory=lambda: vlm.PRESETS["vlm-debug"])
     head: action_head.Config = dataclasses.field(default_factory=action_head.Config)
-    cond_layers: int = 4  # k: <obs> hidden states of the last k LLM blocks
+    cond_layers: int = 4  # k: hidden states of the last k LLM blocks
+    cond_source: Literal["obs", "prefix"] = "obs"  # the <obs> token's features, or every prompt token's
     obs_token_id: int = -1
     num_action_head_repeats: int = 1  # R: (noise, t) draws per VLM forward in the loss
     time_sampling: TimeMode = "beta"  # Beta(1.5, 1) as pi0, or "uniform"
@@ -111,6 +117,11 @@ def _check(cfg: Config) -> None:
             f"vla.Config.obs_token_id={cfg.obs_token_id} must be a token of the LLM vocabulary (vocab_size "
             f"{cfg.vlm.llm.vocab_size}) other than <image>; set it to the tokenizer's <obs> id"
         )
+    if cfg.cond_source not in ("obs", "prefix") or (cfg.cond_source == "obs" and cfg.head.cond_tokens != 1):
+        raise ValueError(
+            f"vla.Config: cond_source={cfg.cond_source!r} (head.cond_tokens={cfg.head.cond_tokens}) must be 'obs' "
+            "(cond_tokens 1) or 'prefix' (cond_tokens >= the prompt length, see `prompt_length`)"
+        )
     if cfg.num_action_head_repeats < 1 or cfg.time_sampling not in ("uniform", "beta"):
         raise ValueError("vla.Config: num_action_head_repeats must be >= 1, time_sampling 'uniform' or 'beta'")
 
@@ -145,8 +156,14 @@ def prompt(cfg: Config, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens, mask
 
 
-def encode(params: dict, cfg: Config, batch: dict, *, remat: bool = False) -> torch.Tensor:
-    """The VLM prefix: batch -> cond (B, cond_layers * D) fp32 (see the module docstring)."""
+def prompt_length(cfg: Config, n_images: int, max_instruction_tokens: int) -> int:
+    """Tokens of a padded prompt: the `head.cond_tokens` that `cond_source="prefix"` needs."""
+    return n_images * cfg.vlm.tokens_per_image + max_instruction_tokens + 1
+
+
+def encode(params: dict, cfg: Config, batch: dict, *, remat: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The VLM prefix: batch -> (cond (B, C, cond_layers * D) fp32, cond_mask (B, C) bool or None for all
+    valid); see the module docstring."""
     tokens, mask = prompt(cfg, batch)
     is_obs = tokens == cfg.obs_token_id  # (B, T)
     if not torch.compiler.is_compiling() and not bool((is_obs.sum(1) == 1).all()):
@@ -160,10 +177,18 @@ def encode(params: dict, cfg: Config, batch: dict, *, remat: bool = False) -> to
     out = llm.forward(
         params["vlm"]["llm"], cfg.vlm.llm, x, key_valid=mask, prefix_len=prefix_len, hidden_layers=layers, remat=remat
     )
-    at = is_obs.to(torch.int32).argmax(1)[:, None, None].expand(-1, 1, x.shape[-1])  # (B, 1, D)
-    eps = cfg.vlm.llm.norm_eps
-    feats = [F.rms_norm(h.gather(1, at)[:, 0].float(), (x.shape[-1],), eps=eps) for h in out["hidden"]]
-    return torch.cat(feats, dim=-1)  # (B, k * D)
+    eps, d = cfg.vlm.llm.norm_eps, x.shape[-1]
+    if cfg.cond_source == "obs":
+        at = is_obs.to(torch.int32).argmax(1)[:, None, None].expand(-1, 1, d)  # (B, 1, D)
+        return torch.cat([F.rms_norm(h.gather(1, at).float(), (d,), eps=eps) for h in out["hidden"]], dim=-1), None
+    pad = cfg.head.cond_tokens - tokens.shape[1]
+    if pad < 0:
+        raise ValueError(
+            f"vla.encode: the prompt has {tokens.shape[1]} tokens > head.cond_tokens={cfg.head.cond_tokens}; "
+            "set it to vla.prompt_length(cfg, images, max_instruction_tokens)"
+        )
+    feats = torch.cat([F.rms_norm(h.float(), (d,), eps=eps) for h in out["hidden"]], dim=-1)  # (B, T, k D)
+    return F.pad(feats, (0, 0, 0, pad)), F.pad(mask, (0, pad))  # (B, C, k D), (B, C)
 
 
 def _head_inputs(batch: dict) -> tuple:
@@ -174,9 +199,9 @@ def _head_inputs(batch: dict) -> tuple:
     return proprio, batch.get("proprio_mask"), batch.get("past_actions"), batch.get("past_action_mask")
 
 
-def _velocity(head_params, head_cfg, cond, proprio, proprio_mask, past, past_mask, x_t, t):
+def _velocity(head_params, head_cfg, cond, cond_mask, proprio, proprio_mask, past, past_mask, x_t, t):
     """Action head with the argument order `functools.partial` + Euler sampler need: (x_t, t) last."""
-    return action_head.apply(head_params, head_cfg, cond, proprio, proprio_mask, x_t, t, past, past_mask)
+    return action_head.apply(head_params, head_cfg, cond, proprio, proprio_mask, x_t, t, past, past_mask, cond_mask)
 
 
 def loss_mask(batch: dict) -> torch.Tensor:
@@ -201,7 +226,7 @@ def loss(
     elements of all repeats, {"weight": valid elements of the batch (not times R)})."""
     if key is None:
         raise ValueError("vla.loss needs key= (noise and flow times are drawn from it)")
-    cond = encode(params, cfg, batch, remat=remat)  # (B, k D)
+    cond, cond_mask = encode(params, cfg, batch, remat=remat)  # (B, C, k D), (B, C) | None
     actions, mask = batch["actions"], loss_mask(batch)  # (B, F, Da)
     r, (b, f, da) = cfg.num_action_head_repeats, actions.shape
     rep = lambda x: None if x is None else x.repeat(r, *([1] * (x.dim() - 1)))  # (R B, ...), repeat-major
@@ -211,7 +236,7 @@ def loss(
     # Invalid elements become 0 before noising: their values (padding, NaN) cannot reach valid positions.
     actions_r = rep(torch.where(mask, actions.float(), torch.zeros((), device=actions.device)))
     x_t = interpolate(noise, actions_r, t)
-    v = _velocity(params["action_head"], cfg.head, rep(cond), *map(rep, _head_inputs(batch)), x_t, t)
+    v = _velocity(params["action_head"], cfg.head, rep(cond), rep(cond_mask), *map(rep, _head_inputs(batch)), x_t, t)
     value, _ = flow_loss(v, noise, actions_r, rep(mask), compiled=compiled)
     return value, {"weight": mask.sum().float()}
 
@@ -224,7 +249,7 @@ def sample_actions(
     *,
     key: torch.Tensor | None = None,
     steps: int = 10,
-    cond: torch.Tensor | None = None,  # (B, cond_dim): a precomputed `encode` (the VLM is then skipped)
+    cond: tuple | None = None,  # a precomputed `encode(...)` (cond, cond_mask): the VLM is then skipped
     compiled: bool | None = None,  # the Euler kernel's switch (None: its module default)
     noise_scale: float = 1.0,  # the initial noise's scale: < 1 trades diversity for the typical chunk
 ) -> torch.Tensor:
@@ -235,8 +260,8 @@ def sample_actions(
         raise ValueError("vla.sample_actions needs key= (the initial noise is drawn from it)")
     if cond is None:
         cond = encode(params, cfg, batch)
-    noise = rng.normal(key, (cond.shape[0], cfg.head.horizon, cfg.head.action_dim)) * noise_scale
-    fn = functools.partial(_velocity, params["action_head"], cfg.head, cond, *_head_inputs(batch))
+    noise = rng.normal(key, (cond[0].shape[0], cfg.head.horizon, cfg.head.action_dim)) * noise_scale
+    fn = functools.partial(_velocity, params["action_head"], cfg.head, *cond, *_head_inputs(batch))
     return euler_sample(fn, noise, steps, cfg.clamp, compiled=compiled)
 
 

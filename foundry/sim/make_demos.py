@@ -61,6 +61,8 @@ class MakeDemosConfig:
     # Side of the square camera images in pixels.
     image_size: int = 64
     cameras: tuple[str, ...] = ("scene", "wrist")
+    # Objects in each scene besides the ones the instruction names (0 .. 4).
+    num_distractors: int = 2
     # Frames stored per camera and sample, relative to the anchor step.
     image_offsets: tuple[int, ...] = (-1, 0)
     # Lowdim steps stored before / after the anchor: proprio history up to `past`, action chunks of up to
@@ -99,7 +101,9 @@ class MakeDemosConfig:
 
     @property
     def sim(self) -> TabletopConfig:
-        return TabletopConfig(image_size=self.image_size, cameras=self.cameras, tasks=self.tasks)
+        return TabletopConfig(
+            image_size=self.image_size, cameras=self.cameras, tasks=self.tasks, num_distractors=self.num_distractors
+        )
 
     @property
     def window(self) -> WindowSpec:

@@ -77,8 +77,8 @@ class TabletopConfig:
             raise ValueError(f"TabletopConfig.cameras: unknown {bad}; choose from ('scene', 'wrist')")
         if unknown := [t for t in self.tasks if t not in TASK_FAMILIES]:
             raise ValueError(f"TabletopConfig.tasks: unknown {unknown}; choose from {TASK_FAMILIES}")
-        if self.num_distractors + 2 > len(COLORS):
-            raise ValueError(f"TabletopConfig.num_distractors={self.num_distractors}: at most {len(COLORS) - 2}")
+        if not 0 <= self.num_distractors <= len(COLORS) - 2:
+            raise ValueError(f"TabletopConfig.num_distractors={self.num_distractors}: use 0..{len(COLORS) - 2}")
 
 
 @dataclasses.dataclass

@@ -81,11 +81,11 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(done):
 def test_a_sweep_variant_reruns_only_the_stages_it_changes(done):
     cfg, _, _ = done
     lines = []
-    success = pipeline.main(dataclasses.replace(cfg, sweep=("main", "vla-k1")), command="x", log=lines.append)
-    assert list(success) == ["main", "vla-k1"]
+    success = pipeline.main(dataclasses.replace(cfg, sweep=("main", "vla-prefix")), command="x", log=lines.append)
+    assert list(success) == ["main", "vla-prefix"]
     assert started(lines) == ["vla", "eval"]  # data, tokenizer, LLM, VLM and the baselines are shared
     md = (pipeline.Path(cfg.dir) / "report.md").read_text()
-    assert "## Sweep: final policies compared" in md and "p (vla-k1 vs main)" in md and "| variant | cosine |" in md
+    assert "## Sweep: final policies compared" in md and "p (vla-prefix vs main)" in md and "| variant | cosine |" in md
 
 
 def test_config_errors():
@@ -96,6 +96,7 @@ def test_config_errors():
     doubled = pipeline.VARIANTS["llm-2x"][1](DEBUG)
     assert doubled.llm.train.total_train_samples == 2 * DEBUG.llm.train.total_train_samples
     assert pipeline.VARIANTS["vla-k1"][1](DEBUG).vla.model.cond_layers == 1
+    assert pipeline.VARIANTS["vla-prefix"][1](DEBUG).vla.model.cond_source == "prefix"
 
 
 def test_cli_overrides_any_stage_field(capsys):

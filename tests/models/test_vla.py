@@ -78,8 +78,9 @@ def test_encode_conditions_on_the_last_k_layers():
     changes only its slice; perturbing block 1 changes slices 1 and 2; block 0 is not a slice of its own."""
     cfg = dataclasses.replace(CFG, vlm=dataclasses.replace(CFG.vlm, llm=dataclasses.replace(CFG.vlm.llm, n_layers=3)))
     p, batch, d = vla.init(rng.key(0), cfg), make_batch(), cfg.vlm.llm.d_model
-    cond = vla.encode(p, cfg, batch)
-    assert cond.shape == (B, 2 * d)
+    cond, cond_mask = vla.encode(p, cfg, batch)
+    assert cond.shape == (B, 1, 2 * d) and cond_mask is None
+    cond = cond[:, 0]
     # the same from an explicit forward over all layers
     tokens, mask = vla.prompt(cfg, batch)
     x = vlm.embed(p["vlm"], cfg.vlm, tokens, batch["images"])
@@ -97,7 +98,7 @@ def test_encode_conditions_on_the_last_k_layers():
         q["vlm"]["llm"]["blocks"][block]["mlp"]["down"] = {
             "w": q["vlm"]["llm"]["blocks"][block]["mlp"]["down"]["w"] * 3
         }
-        return vla.encode(q, cfg, batch)
+        return vla.encode(q, cfg, batch)[0][:, 0]
 
     c2, c1 = perturbed(2), perturbed(1)
     assert torch.equal(c2[:, :d], cond[:, :d]) and not torch.allclose(c2[:, d:], cond[:, d:])
@@ -106,16 +107,51 @@ def test_encode_conditions_on_the_last_k_layers():
 
 def test_encode_ignores_padding_and_uses_obs_embedding(params):
     batch = make_batch()
-    cond = vla.encode(params, CFG, batch)
+    cond = vla.encode(params, CFG, batch)[0]
     wider = {**batch, "instruction_ids": F.pad(batch["instruction_ids"], (0, 3), value=7)}
     wider["instruction_mask"] = F.pad(batch["instruction_mask"], (0, 3), value=False)
-    torch.testing.assert_close(vla.encode(params, CFG, wider), cond, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(vla.encode(params, CFG, wider)[0], cond, rtol=1e-5, atol=1e-5)
     tokens, mask = vla.prompt(CFG, batch)  # a ready prompt gives the same
-    torch.testing.assert_close(vla.encode(params, CFG, {**batch, "tokens": tokens, "mask": mask}), cond)
+    torch.testing.assert_close(vla.encode(params, CFG, {**batch, "tokens": tokens, "mask": mask})[0], cond)
     other = {**params, "obs_embedding": params["obs_embedding"] + 1.0}
-    assert not torch.allclose(vla.encode(other, CFG, batch), cond)
+    assert not torch.allclose(vla.encode(other, CFG, batch)[0], cond)
     with pytest.raises(ValueError, match="exactly one <obs>"):
         vla.encode(params, CFG, {**batch, "tokens": tokens.masked_fill(tokens == OBS, 5), "mask": mask})
+
+
+def prefix_config(extra: int = 2) -> vla.Config:
+    """CFG conditioned on every prompt token, with `extra` spare cond tokens beyond make_batch's prompt."""
+    tokens, _ = vla.prompt(CFG, make_batch())
+    head = dataclasses.replace(CFG.head, cond_tokens=tokens.shape[1] + extra)
+    return dataclasses.replace(CFG, cond_source="prefix", head=head)
+
+
+def test_prefix_conditioning_reads_every_prompt_token(params):
+    """cond_source="prefix": the per-token features of the whole prompt, right-padded and masked; the <obs>
+    row equals the "obs" conditioning; the chunk does not depend on how far the instruction is padded."""
+    cfg, batch = prefix_config(), make_batch()
+    tokens, mask = vla.prompt(cfg, batch)
+    cond, cond_mask = vla.encode(params, cfg, batch)
+    assert cond.shape == (B, cfg.head.cond_tokens, CFG.cond_dim) and cond_mask.shape == (B, cfg.head.cond_tokens)
+    assert torch.equal(cond_mask[:, : tokens.shape[1]], mask) and not cond_mask[:, tokens.shape[1] :].any()
+    assert not cond[:, tokens.shape[1] :].any()
+    obs_at = (tokens == OBS).int().argmax(1)
+    torch.testing.assert_close(cond[torch.arange(B), obs_at], vla.encode(params, CFG, batch)[0][:, 0])
+    wider = {**batch, "instruction_ids": F.pad(batch["instruction_ids"], (0, 2), value=7)}
+    wider["instruction_mask"] = F.pad(batch["instruction_mask"], (0, 2), value=False)
+    a = vla.sample_actions(params, cfg, batch, key=rng.key(1), steps=3)
+    torch.testing.assert_close(vla.sample_actions(params, cfg, wider, key=rng.key(1), steps=3), a)
+    loss, aux = vla.loss(params, cfg, batch, key=rng.key(2))
+    assert torch.isfinite(loss) and aux["weight"] > 0
+    assert vla.prompt_length(cfg, batch["images"].shape[1], batch["instruction_ids"].shape[1]) == tokens.shape[1]
+
+
+def test_prefix_conditioning_errors():
+    with pytest.raises(ValueError, match=r"prompt has .* tokens > head\.cond_tokens"):
+        cfg = prefix_config(extra=-1)
+        vla.encode(vla.init(rng.key(0), cfg), cfg, make_batch())
+    with pytest.raises(ValueError, match="cond_source='obs'"):
+        vla.init(rng.key(0), dataclasses.replace(CFG, head=dataclasses.replace(CFG.head, cond_tokens=3)))
 
 
 def test_loss_weight_masks_and_determinism(params):

@@ -14,6 +14,7 @@ from foundry.data.plan import window_plan
 from foundry.data.robot import RobotConfig, dataset_dims, robot_functions
 from foundry.data.shards import ShardFiles, index_dataset, read_sample
 from foundry.sim.make_demos import MakeDemosConfig, demo_samples, format_summary, make_demos
+from foundry.sim.tabletop import TabletopEnv
 
 TINY = MakeDemosConfig(episodes=6, val_episodes=2, tasks=("push", "lift", "place_in_bowl"), image_size=32,
                        samples_per_shard=40, shuffle_buffer=16, workers=1, chunk=1)  # fmt: skip
@@ -90,8 +91,14 @@ def test_failed_demonstrations_are_retried_dropped_or_kept():
 
 def test_cli_flags_and_config_errors():
     args = "--out /tmp/x --episodes 8 --tasks push lift --noise 0.5 --image-size 32 --workers 2 --keep-failed"
-    cfg = tyro.cli(MakeDemosConfig, args=args.split())
+    cfg = tyro.cli(MakeDemosConfig, args=[*args.split(), "--num-distractors", "1"])
     assert (cfg.tasks, cfg.noise, cfg.image_size, cfg.keep_failed, cfg.num_val) == (("push", "lift"), 0.5, 32, True, 1)
+    env = TabletopEnv(cfg.sim)  # the demonstrations' scenes: the named object + 1 distractor
+    for seed in range(4):
+        env.reset(seed=seed)
+        assert len(env.state.pos) == 2
+    with pytest.raises(ValueError, match=r"num_distractors=5: use 0\.\.4"):
+        MakeDemosConfig(num_distractors=5)
     with pytest.raises(ValueError, match=r"unknown \['pour'\]"):
         MakeDemosConfig(tasks=("push", "pour"))
     with pytest.raises(ValueError, match="image_size"):
