@@ -69,6 +69,27 @@ def test_padded_proprio_steps_are_ignored():
     torch.testing.assert_close(run(params, **x), run(params, **{**x, "proprio": other}), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("time_mode", ["add", "token"])
+def test_several_cond_tokens_with_padding(time_mode):
+    """cond (B, C, cond_dim): every valid token reaches the actions, masked ones do not; (B, cond_dim) is C = 1."""
+    cfg = dataclasses.replace(CFG, cond_tokens=3, time_mode=time_mode)
+    params = action_head.init(rng.key(0), cfg)
+    x = inputs(cfg)
+    cond = rng.normal(rng.key(9), (3, 3, cfg.cond_dim))
+    mask = torch.tensor([[True, True, False]] * 3)
+    go = lambda c: action_head.apply(params, cfg, c, x["proprio"], None, x["noisy_actions"], x["t"], cond_mask=mask)
+    bumped = lambda i: torch.where(torch.arange(3)[None, :, None] == i, 9.0, cond)  # token i of every row = 9
+    v = go(cond)
+    torch.testing.assert_close(go(bumped(2)), v, rtol=0, atol=0)  # the masked token
+    for i in (0, 1):
+        assert (go(bumped(i)) - v).abs().amax(dim=(1, 2)).min() > 0
+    one = dataclasses.replace(CFG, time_mode=time_mode)
+    p1 = action_head.init(rng.key(0), one)
+    torch.testing.assert_close(run(p1, one, **x), run(p1, one, **{**x, "cond": x["cond"][:, None]}))
+    with pytest.raises(ValueError, match=r"cond has shape \(3, 2, 12\), expected \(B, \*\(3, 12\)\)"):
+        go(cond[:, :2])
+
+
 def test_past_actions_are_clean_tokens():
     cfg = dataclasses.replace(CFG, past_steps=2)
     params = action_head.init(rng.key(0), cfg)
