@@ -2,7 +2,7 @@
 -> closed-loop evaluation against the scripted expert and a random policy -> report.
 
 Usage:
-    python experiments/pipeline.py pipeline                           # `make pipeline`: ~40 min on 2 cores
+    python experiments/pipeline.py pipeline                           # `make pipeline`: ~45 min on 2 cores
     python experiments/pipeline.py pipeline-full                      # all five tasks with distractors
     python experiments/pipeline.py pipeline-debug --dir /tmp/p        # the chain end to end in ~2 min
     python experiments/pipeline.py pipeline --llm.train.total-train-samples 25600 --dir runs/pipeline-llm2x
@@ -409,7 +409,7 @@ _DEBUG_TRAIN = TrainConfig(
 
 PRESETS = {
     "pipeline": (
-        f"The default chain on 2 CPU cores in about 40 minutes: llm 11m (400 steps), vlm-shapes (700 steps), then "
+        f"The default chain on 2 CPU cores in about 45 minutes: llm 11m (400 steps), vlm-shapes (700 steps), then "
         f"a VLA whose head reads every prompt token ({_LIFT_STEPS} steps) on 5000 single-object lift demonstrations, "
         "100 closed-loop episodes.",
         PipelineExperiment(
