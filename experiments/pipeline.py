@@ -58,6 +58,7 @@ from foundry.eval.rollouts import (
 )
 from foundry.eval.stats import OVERALL, compare, summarize
 from foundry.sim.make_demos import MakeDemosConfig, make_demos
+from foundry.sim.tabletop import TabletopConfig
 from foundry.train import runs
 from foundry.train.config import RunConfig, ScheduleConfig, TrainConfig
 from foundry.train.progress import format_duration
@@ -195,13 +196,19 @@ def _tokenizer(cfg: PipelineExperiment, text: Stage, shapes: Stage, demos: Stage
     return {"vocab_size": tok.get_vocab_size()}
 
 
+def _scenes(cfg: PipelineExperiment) -> tuple[tuple[str, ...], TabletopConfig]:
+    """The evaluation's task families (`--eval.tasks`, else the demonstrations') and the demonstrations'
+    simulator: what decides the episodes of every evaluated policy."""
+    return cfg.eval.tasks or cfg.demos.tasks, cfg.demos.sim
+
+
 def _evaluate(cfg: PipelineExperiment, policy: str, out: Path) -> dict:
     """Closed-loop episodes of `policy` ("expert", "random" or a VLA run dir) -> out/results."""
     e = cfg.eval
     factories = {"expert": ExpertPolicy, "random": RandomPolicy}
     factory = factories.get(policy) or functools.partial(load_trained_policy, run_dir=policy, noise_scale=e.noise_scale)
-    env = dataclasses.replace(cfg.demos.sim, render=policy not in factories)  # the scenes of the demonstrations
-    tasks = e.tasks or cfg.demos.tasks
+    tasks, sim = _scenes(cfg)
+    env = dataclasses.replace(sim, render=policy not in factories)
     ecfg = EvalConfig(tasks=tasks, episodes_per_task=e.episodes_per_task, seed=e.seed,
                       execute_steps=e.execute_steps, workers=e.workers, max_steps=e.max_steps, env=env)  # fmt: skip
     records = evaluate(factory, ecfg)
@@ -255,8 +262,8 @@ def run_pipeline(cfg: PipelineExperiment, log: Callable[[str], None] = print) ->
     vla = stage("vla", config=_hashed(cfg.vla, "run", "init", "tokenizer"),
                 inputs={"demos": demos.hash, "tokenizer": tok.hash, **vla_in},
                 fn=train(vla_exp.train, cfg.vla, demos, init=vla_init, tokenizer=vla_tok))  # fmt: skip
-    # the scenes (the demonstrations' simulator) and the task list decide the episodes, baselines included
-    scenes = {"tasks": list(cfg.eval.tasks or cfg.demos.tasks), "env": _hashed(cfg.demos.sim, "render", "tasks")}
+    tasks, sim = _scenes(cfg)  # they decide the episodes, the baselines' included
+    scenes = {"tasks": list(tasks), "env": _hashed(sim, "render", "tasks")}
     eval_cfg = _hashed(cfg.eval, "workers", "baselines", "tasks") | scenes
     baseline_cfg = {k: v for k, v in eval_cfg.items() if k not in ("noise_scale", "open_loop_episodes")}
     out = {s.name: s for s in (text, shapes, demos, tok, llm, vlm, vla)}

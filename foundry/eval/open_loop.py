@@ -55,12 +55,13 @@ def open_loop_agreement(factory: Callable, cfg: OpenLoopConfig) -> dict[str, dic
     """{task: stats, ..., "overall": stats} (see the module docstring); `factory(env)` builds the policy."""
     env = TabletopEnv(cfg.env)
     policy = factory(env)
+    demo_env = dataclasses.replace(cfg.env, render=False)  # only the demonstration's poses and actions are read
     out, every_task = {}, ([], [], [])
     for task in cfg.tasks:
         cos, err, motion = [], [], []
         for i in range(cfg.episodes_per_task):
             seed = episode_seed(cfg.seed, task, i)
-            ep, _ = expert_episode(cfg.env, seed, task, noise=cfg.noise)
+            ep, _ = expert_episode(demo_env, seed, task, noise=cfg.noise)
             obs = env.reset(seed=seed, task=task)
             policy.reset(seed=seed)
             for t in range(ep.length):
