@@ -99,6 +99,15 @@ def test_config_errors():
     assert pipeline.VARIANTS["vla-prefix"][1](DEBUG).vla.model.cond_source == "prefix"
 
 
+def test_evaluation_faces_the_demonstrations_scenes():
+    """--eval.tasks left empty means the demonstrations' tasks; the scenes are the demonstrations' simulator."""
+    lift = dataclasses.replace(DEBUG, demos=dataclasses.replace(DEBUG.demos, tasks=("lift",), num_distractors=0))
+    tasks, sim = pipeline._scenes(lift)
+    assert tasks == ("lift",) and sim.num_distractors == 0 and sim.image_size == DEBUG.demos.image_size
+    chosen = dataclasses.replace(lift, eval=dataclasses.replace(lift.eval, tasks=("push", "lift")))
+    assert pipeline._scenes(chosen)[0] == ("push", "lift")
+
+
 def test_cli_overrides_any_stage_field(capsys):
     import tyro
 
